@@ -1,0 +1,1 @@
+//! `bitnet-coordinator`: tokenizer, generation driver and the command line.

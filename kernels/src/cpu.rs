@@ -1,0 +1,243 @@
+//! [`CpuBackend`]: the always-built CPU implementation of [`Backend`].
+//!
+//! Straightforward code: the projections (ternary, dense, sign) are split over output features
+//! across `threads` scoped OS threads; every other op is the scalar reference. The CPU-kernels
+//! issue replaces the projections with AVX2 / AVX-512 VNNI kernels chosen at run time.
+
+use crate::backend::{AttentionShape, Backend};
+use crate::error::KernelError;
+use crate::reference::{self, projection_rows};
+use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
+
+/// Work below this many multiply-adds per token stays on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// CPU backend with a fixed thread count for the projections.
+#[derive(Clone, Debug)]
+pub struct CpuBackend {
+    threads: usize,
+}
+
+impl CpuBackend {
+    /// A backend using `threads` threads (at least 1).
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+        }
+    }
+
+    /// A backend using every available core.
+    pub fn with_available_threads() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The thread count used by the projections.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `row_fn(o, x_row)` for every output feature `o` of every token (`x` holds rows of
+    /// `cols`, `out` rows of `rows`), splitting the output features of a token over the threads.
+    fn project<T: Sync, O: Send>(
+        &self,
+        cols: usize,
+        rows: usize,
+        x: &[T],
+        out: &mut [O],
+        row_fn: impl Fn(usize, &[T]) -> O + Sync,
+    ) {
+        let threads = if rows * cols < PARALLEL_MIN_WORK {
+            1
+        } else {
+            self.threads.min(rows)
+        };
+        for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
+            if threads == 1 {
+                for (o, y) in or.iter_mut().enumerate() {
+                    *y = row_fn(o, xr);
+                }
+                continue;
+            }
+            let chunk = rows.div_ceil(threads);
+            std::thread::scope(|scope| {
+                for (i, part) in or.chunks_mut(chunk).enumerate() {
+                    let row_fn = &row_fn;
+                    scope.spawn(move || {
+                        for (j, y) in part.iter_mut().enumerate() {
+                            *y = row_fn(i * chunk + j, xr);
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn embedding(&self, t: &DenseMatrix, ids: &[u32], out: &mut [f32]) -> Result<(), KernelError> {
+        reference::embedding(t, ids, out)
+    }
+    fn rms_norm(
+        &self,
+        x: &[f32],
+        w: Option<&[f32]>,
+        eps: f32,
+        cols: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        reference::rms_norm(x, w, eps, cols, out)
+    }
+    fn layer_norm(&self, x: &[f32], eps: f32, c: usize, o: &mut [f32]) -> Result<(), KernelError> {
+        reference::layer_norm(x, eps, c, o)
+    }
+    fn quantize_rows(
+        &self,
+        x: &[f32],
+        cols: usize,
+        q: &mut [i8],
+        s: &mut [f32],
+    ) -> Result<(), KernelError> {
+        reference::quantize_rows(x, cols, q, s)
+    }
+    fn ternary_matmul(
+        &self,
+        w: &TernaryMatrix,
+        q: &[i8],
+        acc: &mut [i32],
+    ) -> Result<(), KernelError> {
+        projection_rows("ternary_matmul", w.cols(), w.rows(), q.len(), acc.len())?;
+        self.project(w.cols(), w.rows(), q, acc, |o, qr| {
+            reference::ternary_row_dot(w, o, qr)
+        });
+        Ok(())
+    }
+    fn dequantize_rows(
+        &self,
+        acc: &[i32],
+        beta: f32,
+        s: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        reference::dequantize_rows(acc, beta, s, out)
+    }
+    fn dense_matmul(&self, w: &DenseMatrix, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+        projection_rows("dense_matmul", w.cols(), w.rows(), x.len(), out.len())?;
+        self.project(w.cols(), w.rows(), x, out, |o, xr| w.row_dot(o, xr));
+        Ok(())
+    }
+    fn sign_matmul(&self, w: &SignMatrix, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+        projection_rows("sign_matmul", w.cols(), w.rows(), x.len(), out.len())?;
+        self.project(w.cols(), w.rows(), x, out, |o, xr| {
+            // (x · S[o]) = Σ x − 2 · Σ_{bit set} x
+            let mut total = 0.0f32;
+            let mut negative = 0.0f32;
+            for (byte, xs) in w.row_bits(o).iter().zip(xr.chunks_exact(8)) {
+                for (k, v) in xs.iter().enumerate() {
+                    total += v;
+                    if byte >> k & 1 == 1 {
+                        negative += v;
+                    }
+                }
+            }
+            total - 2.0 * negative
+        });
+        Ok(())
+    }
+    fn scale_columns(&self, x: &mut [f32], f: &[f32]) -> Result<(), KernelError> {
+        reference::scale_columns(x, f)
+    }
+    fn rope(
+        &self,
+        x: &mut [f32],
+        p: &[usize],
+        nh: usize,
+        hd: usize,
+        theta: f32,
+    ) -> Result<(), KernelError> {
+        reference::rope(x, p, nh, hd, theta)
+    }
+    fn attention(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        reference::attention(shape, q, k, v, out)
+    }
+    fn silu_mul(&self, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
+        reference::silu_mul(g, u, o)
+    }
+    fn relu2_mul(&self, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
+        reference::relu2_mul(g, u, o)
+    }
+    fn add_assign(&self, x: &mut [f32], y: &[f32]) -> Result<(), KernelError> {
+        reference::add_assign(x, y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::ReferenceBackend;
+    use crate::DenseData;
+
+    /// Deterministic pseudo-random values in [-1, 1) (no dependency needed for a test).
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn threaded_projections_match_the_reference() {
+        let cpu = CpuBackend::new(3);
+        let refb = ReferenceBackend;
+        let mut cases = 0;
+        for (rows, cols, n) in [(7, 5, 1), (769, 96, 3), (300, 257, 2)] {
+            let w = TernaryMatrix::from_latent(rows, cols, &noise(rows * cols, 1)).unwrap();
+            let x = noise(n * cols, 2);
+            let mut q = vec![0i8; n * cols];
+            let mut s = vec![0.0f32; n];
+            refb.quantize_rows(&x, cols, &mut q, &mut s).unwrap();
+            let (mut a, mut b) = (vec![0i32; n * rows], vec![0i32; n * rows]);
+            cpu.ternary_matmul(&w, &q, &mut a).unwrap();
+            refb.ternary_matmul(&w, &q, &mut b).unwrap();
+            assert_eq!(a, b, "ternary {rows}x{cols} n={n}");
+            let d = DenseMatrix::new(rows, cols, DenseData::F32(noise(rows * cols, 3))).unwrap();
+            let (mut fa, mut fb) = (vec![0.0f32; n * rows], vec![0.0f32; n * rows]);
+            cpu.dense_matmul(&d, &x, &mut fa).unwrap();
+            refb.dense_matmul(&d, &x, &mut fb).unwrap();
+            assert_eq!(fa, fb, "dense {rows}x{cols} n={n}");
+            cases += 1;
+        }
+        assert_eq!(cases, 3);
+    }
+
+    #[test]
+    fn sign_matmul_identity_matches_reference() {
+        let (rows, cols) = (33, 64);
+        let signs: Vec<i8> = noise(rows * cols, 4)
+            .iter()
+            .map(|v| if *v < 0.0 { -1 } else { 1 })
+            .collect();
+        let w = SignMatrix::from_signs(rows, cols, &signs).unwrap();
+        let x = noise(2 * cols, 5);
+        let (mut a, mut b) = (vec![0.0f32; 2 * rows], vec![0.0f32; 2 * rows]);
+        CpuBackend::new(2).sign_matmul(&w, &x, &mut a).unwrap();
+        ReferenceBackend.sign_matmul(&w, &x, &mut b).unwrap();
+        for (i, (p, r)) in a.iter().zip(&b).enumerate() {
+            assert!((p - r).abs() <= 1e-4 * r.abs().max(1.0), "index {i}: {p} vs {r}");
+        }
+    }
+}
