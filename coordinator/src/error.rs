@@ -1,0 +1,25 @@
+//! Errors of the coordinator library: tokenizer files, chat templates and generation input.
+
+use thiserror::Error;
+
+/// A tokenizer, template or generation request could not be used.
+#[derive(Debug, Error)]
+pub enum CoordinatorError {
+    #[error("{path}: {message}")]
+    TokenizerFile { path: String, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenize(String),
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Checkpoint(#[from] bitnet_checkpoints::CheckpointError),
+    #[error(transparent)]
+    Worker(#[from] bitnet_worker::WorkerError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}

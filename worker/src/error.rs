@@ -1,0 +1,19 @@
+//! Errors of the worker: kernel failures, bad token ids, a full KV cache, bad sampling parameters.
+
+use bitnet_kernels::KernelError;
+use thiserror::Error;
+
+/// A forward pass or a generation step could not run.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("kernel error: {0}")]
+    Kernel(#[from] KernelError),
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("context of {needed} tokens exceeds the KV cache capacity of {capacity} tokens")]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("invalid sampling parameter {name}: {message}")]
+    Sampling { name: &'static str, message: String },
+}

@@ -1,0 +1,197 @@
+//! [`Model`]: the decoder forward pass of every supported family over a [`Backend`].
+//!
+//! One call runs a chunk of tokens of one sequence (the whole prompt at prefill, one token per
+//! decode step), appends their keys and values to the [`KvCache`] and returns logits. The graph
+//! (FORMATS.md "Sub-norms and the rest of the graph"):
+//! `h += o(attn_sub_norm(Attn(input_norm(h))))`; `h += down(ffn_sub_norm(act(gate(x)) · up(x)))`
+//! with `x = post_attention_norm(h)`; then `model.norm` and the LM head.
+
+use crate::error::WorkerError;
+use crate::kv_cache::KvCache;
+pub use crate::projection::QuantTrace;
+use crate::projection::{apply_norm, apply_projection};
+use bitnet_checkpoints::{Activation, LayerWeights, ModelConfig, ModelWeights};
+use bitnet_kernels::{AttentionShape, Backend};
+
+/// What a forward pass returns.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardOutput {
+    /// Logits, `rows × vocab`: every input token when asked for all, else only the last.
+    pub logits: Vec<f32>,
+    /// int8 activations of layer 0's q projection (ternary families, when tracing).
+    pub first_layer_q: Option<QuantTrace>,
+}
+
+/// Which outputs a forward pass should produce.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForwardOptions {
+    /// Logits for every input token instead of only the last one.
+    pub all_logits: bool,
+    /// Keep layer 0's q-projection activations (`s` and int8 `q`).
+    pub trace_first_layer: bool,
+}
+
+/// A loaded model bound to a compute backend.
+pub struct Model<B: Backend> {
+    weights: ModelWeights,
+    backend: B,
+}
+
+impl<B: Backend> Model<B> {
+    /// Binds loaded weights to a backend.
+    pub fn new(weights: ModelWeights, backend: B) -> Self {
+        Self { weights, backend }
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.weights.config
+    }
+
+    /// The loaded weights.
+    pub fn weights(&self) -> &ModelWeights {
+        &self.weights
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// An empty KV cache sized for this model and `capacity` tokens.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let c = self.config();
+        KvCache::new(c.num_layers, c.num_kv_heads * c.head_dim, capacity)
+    }
+
+    /// Vocabulary size (rows of the LM head).
+    pub fn vocab_size(&self) -> usize {
+        self.weights.lm_head().rows()
+    }
+
+    /// Runs `tokens` (the next tokens of the sequence held by `cache`) through the model.
+    /// On error the cache is left as it was before the call.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        options: ForwardOptions,
+    ) -> Result<ForwardOutput, WorkerError> {
+        if tokens.is_empty() {
+            return Err(WorkerError::EmptyPrompt);
+        }
+        let vocab = self.weights.embedding.rows();
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(WorkerError::TokenOutOfRange { id, vocab });
+        }
+        cache.check_room(tokens.len())?;
+        let result = self.forward_unchecked(tokens, cache, options);
+        match result {
+            Ok(out) => {
+                cache.advance(tokens.len());
+                Ok(out)
+            }
+            Err(e) => {
+                cache.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn forward_unchecked(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        options: ForwardOptions,
+    ) -> Result<ForwardOutput, WorkerError> {
+        let c = self.config();
+        let hidden = c.hidden_size;
+        let n = tokens.len();
+        let positions: Vec<usize> = (cache.len()..cache.len() + n).collect();
+        let mut h = vec![0.0f32; n * hidden];
+        self.backend
+            .embedding(&self.weights.embedding, tokens, &mut h)?;
+        let mut first_layer_q = None;
+        for (i, layer) in self.weights.layers.iter().enumerate() {
+            let trace = (i == 0 && options.trace_first_layer).then(QuantTrace::default);
+            let trace = self.layer(i, layer, &mut h, &positions, cache, trace)?;
+            if i == 0 {
+                first_layer_q = trace.filter(|t| !t.scales.is_empty());
+            }
+        }
+        let last = if options.all_logits { 0 } else { n - 1 };
+        let normed = apply_norm(
+            &self.backend,
+            &self.weights.final_norm,
+            &h[last * hidden..],
+            hidden,
+        )?;
+        let head = self.weights.lm_head();
+        let mut logits = vec![0.0f32; (n - last) * head.rows()];
+        self.backend.dense_matmul(head, &normed, &mut logits)?;
+        Ok(ForwardOutput {
+            logits,
+            first_layer_q,
+        })
+    }
+
+    /// One decoder layer over `h` in place; returns the q-projection trace when one was asked.
+    fn layer(
+        &self,
+        index: usize,
+        layer: &LayerWeights,
+        h: &mut [f32],
+        positions: &[usize],
+        cache: &mut KvCache,
+        mut trace: Option<QuantTrace>,
+    ) -> Result<Option<QuantTrace>, WorkerError> {
+        let c = self.config();
+        let (hidden, hd) = (c.hidden_size, c.head_dim);
+        let b = &self.backend;
+        let n = positions.len();
+
+        let normed;
+        let x = match &layer.input_norm {
+            Some(norm) => {
+                normed = apply_norm(b, norm, h, hidden)?;
+                &normed[..]
+            }
+            None => &h[..],
+        };
+        let mut q = apply_projection(b, &layer.q, x, trace.as_mut())?;
+        let mut k = apply_projection(b, &layer.k, x, None)?;
+        let v = apply_projection(b, &layer.v, x, None)?;
+        b.rope(&mut q, positions, c.num_heads, hd, c.rope_theta)?;
+        b.rope(&mut k, positions, c.num_kv_heads, hd, c.rope_theta)?;
+        let (keys, values) = cache.append(index, &k, &v);
+        let shape = AttentionShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: hd,
+            n_queries: n,
+            ctx_len: keys.len() / (c.num_kv_heads * hd),
+        };
+        let mut attn = vec![0.0f32; q.len()];
+        b.attention(&shape, &q, keys, values, &mut attn)?;
+        if let Some(norm) = &layer.attn_sub_norm {
+            attn = apply_norm(b, norm, &attn, c.num_heads * hd)?;
+        }
+        let o = apply_projection(b, &layer.o, &attn, None)?;
+        b.add_assign(h, &o)?;
+
+        let x = apply_norm(b, &layer.post_attention_norm, h, hidden)?;
+        let gate = apply_projection(b, &layer.gate, &x, None)?;
+        let up = apply_projection(b, &layer.up, &x, None)?;
+        let mut act = vec![0.0f32; gate.len()];
+        match c.activation {
+            Activation::Silu => b.silu_mul(&gate, &up, &mut act)?,
+            Activation::Relu2 => b.relu2_mul(&gate, &up, &mut act)?,
+        }
+        if let Some(norm) = &layer.ffn_sub_norm {
+            act = apply_norm(b, norm, &act, c.intermediate_size)?;
+        }
+        let down = apply_projection(b, &layer.down, &act, None)?;
+        b.add_assign(h, &down)?;
+        Ok(trace)
+    }
+}
