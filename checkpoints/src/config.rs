@@ -78,6 +78,7 @@ pub struct ModelConfig {
     /// else of `config.json` (a number or a list).
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
-    /// Family B only.
+    /// `quantization_config`: family B (defaults when absent), and a llama checkpoint carrying
+    /// a BitNet `quantization_config` (family F); `None` otherwise.
     pub quantization: Option<BitNetQuantization>,
 }

@@ -24,15 +24,16 @@ impl TextTokenizer {
             source,
         })?;
         let config_path = dir.join("tokenizer_config.json");
-        let config = match std::fs::read_to_string(&config_path) {
-            Ok(text) => Some(serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
-                CoordinatorError::TokenizerFile {
-                    path: config_path.display().to_string(),
-                    message: format!("invalid JSON: {e}"),
-                }
-            })?),
-            Err(_) => None,
-        };
+        let config =
+            match std::fs::read_to_string(&config_path) {
+                Ok(text) => Some(serde_json::from_str::<serde_json::Value>(&text).map_err(
+                    |e| CoordinatorError::TokenizerFile {
+                        path: config_path.display().to_string(),
+                        message: format!("invalid JSON: {e}"),
+                    },
+                )?),
+                Err(_) => None,
+            };
         Self::from_bytes(&bytes, config.as_ref())
             .map(Some)
             .map_err(|e| match e {
@@ -57,7 +58,11 @@ impl TextTokenizer {
     }
 
     /// Encodes text; `add_special_tokens` applies the tokenizer's post-processor (e.g. BOS).
-    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, CoordinatorError> {
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, CoordinatorError> {
         let enc = self
             .inner
             .encode(text, add_special_tokens)

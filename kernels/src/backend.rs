@@ -26,8 +26,12 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// `out[t] = table[ids[t]]` as f32; an id outside the table is an error.
-    fn embedding(&self, table: &DenseMatrix, ids: &[u32], out: &mut [f32])
-        -> Result<(), KernelError>;
+    fn embedding(
+        &self,
+        table: &DenseMatrix,
+        ids: &[u32],
+        out: &mut [f32],
+    ) -> Result<(), KernelError>;
 
     /// RMSNorm of each `cols`-wide row: `x · rsqrt(mean(x²) + eps) · weight` (weight 1 if none).
     fn rms_norm(
@@ -40,8 +44,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), KernelError>;
 
     /// LayerNorm of each row without parameters (biased variance): OneBit's LN0.
-    fn layer_norm(&self, x: &[f32], eps: f32, cols: usize, out: &mut [f32])
-        -> Result<(), KernelError>;
+    fn layer_norm(
+        &self,
+        x: &[f32],
+        eps: f32,
+        cols: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError>;
 
     /// Per-row absmax quantization to int8: `s = 127 / max(max|x|, 1e-5)`,
     /// `q = clamp(round_ties_even(x · s), -128, 127)`; writes `q` and one `s` per row.
@@ -54,8 +63,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), KernelError>;
 
     /// Exact i32 products: `acc[n, o] = Σ_k q[n, k] · T[o, k]` for every row `n` of `q`.
-    fn ternary_matmul(&self, w: &TernaryMatrix, q: &[i8], acc: &mut [i32])
-        -> Result<(), KernelError>;
+    fn ternary_matmul(
+        &self,
+        w: &TernaryMatrix,
+        q: &[i8],
+        acc: &mut [i32],
+    ) -> Result<(), KernelError>;
 
     /// Scales accumulators to floats: `out[n, o] = acc[n, o] · (beta / scales[n])`.
     fn dequantize_rows(

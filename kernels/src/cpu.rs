@@ -188,7 +188,9 @@ mod tests {
 
     /// Deterministic pseudo-random values in [-1, 1) (no dependency needed for a test).
     fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
                 state = state
@@ -237,7 +239,10 @@ mod tests {
         CpuBackend::new(2).sign_matmul(&w, &x, &mut a).unwrap();
         ReferenceBackend.sign_matmul(&w, &x, &mut b).unwrap();
         for (i, (p, r)) in a.iter().zip(&b).enumerate() {
-            assert!((p - r).abs() <= 1e-4 * r.abs().max(1.0), "index {i}: {p} vs {r}");
+            assert!(
+                (p - r).abs() <= 1e-4 * r.abs().max(1.0),
+                "index {i}: {p} vs {r}"
+            );
         }
     }
 }

@@ -37,7 +37,12 @@ impl TernaryMatrix {
         values: &[i8],
         beta: f32,
     ) -> Result<Self, KernelError> {
-        check_len("TernaryMatrix::from_ternary", "values", rows * cols, values.len())?;
+        check_len(
+            "TernaryMatrix::from_ternary",
+            "values",
+            rows * cols,
+            values.len(),
+        )?;
         let row_bytes = cols.div_ceil(4);
         let mut packed = vec![0x55u8; rows * row_bytes];
         for (i, &t) in values.iter().enumerate() {
@@ -65,7 +70,12 @@ impl TernaryMatrix {
     /// Ternarizes row-major latent weights with the rule of FORMATS.md §1:
     /// `β = max(mean |W|, 1e-5)`, `T = clamp(round_ties_even(W · (1/β)), -1, 1)` in f32.
     pub fn from_latent(rows: usize, cols: usize, latent: &[f32]) -> Result<Self, KernelError> {
-        check_len("TernaryMatrix::from_latent", "latent", rows * cols, latent.len())?;
+        check_len(
+            "TernaryMatrix::from_latent",
+            "latent",
+            rows * cols,
+            latent.len(),
+        )?;
         let beta = latent_beta(latent);
         let s_w = 1.0f32 / beta;
         let values: Vec<i8> = latent.iter().map(|&w| ternarize(w, s_w)).collect();

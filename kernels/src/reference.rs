@@ -13,7 +13,7 @@ use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
 pub struct ReferenceBackend;
 
 fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize, KernelError> {
-    if cols == 0 || len % cols != 0 {
+    if cols == 0 || !len.is_multiple_of(cols) {
         return Err(KernelError::Shape {
             op,
             reason: format!("buffer of {len} elements is not a whole number of rows of {cols}"),
@@ -113,7 +113,9 @@ pub fn quantize_rows(
 
 /// Exact i32 dot product of one packed ternary row with int8 activations.
 pub fn ternary_row_dot(w: &TernaryMatrix, row: usize, q: &[i8]) -> i32 {
-    (0..w.cols()).map(|c| w.get(row, c) as i32 * q[c] as i32).sum()
+    (0..w.cols())
+        .map(|c| w.get(row, c) as i32 * q[c] as i32)
+        .sum()
 }
 
 /// Checks the shapes of a projection of `x` (n rows of `cols`) into `out` (n rows of `rows`).
@@ -148,7 +150,7 @@ pub fn dequantize_rows(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     check_len("dequantize_rows", "out", acc.len(), out.len())?;
-    if scales.is_empty() || acc.len() % scales.len() != 0 {
+    if scales.is_empty() || !acc.len().is_multiple_of(scales.len()) {
         return Err(KernelError::Shape {
             op: "dequantize_rows",
             reason: format!("{} accumulators for {} rows", acc.len(), scales.len()),
@@ -221,7 +223,7 @@ pub fn rope(
     theta: f32,
 ) -> Result<(), KernelError> {
     check_len("rope", "x", positions.len() * n_heads * head_dim, x.len())?;
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(KernelError::Shape {
             op: "rope",
             reason: format!("head_dim {head_dim} is odd"),
@@ -259,7 +261,7 @@ pub fn attention(
         n_queries,
         ctx_len,
     } = *shape;
-    if n_kv_heads == 0 || n_heads % n_kv_heads != 0 || n_queries > ctx_len {
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || n_queries > ctx_len {
         return Err(KernelError::Shape {
             op: "attention",
             reason: format!("{shape:?} is not a valid causal GQA shape"),
@@ -281,7 +283,9 @@ pub fn attention(
                 let kv = &k[(j * n_kv_heads + kvh) * hd..][..hd];
                 *s = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale;
             }
-            let max = scores[..visible].iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let max = scores[..visible]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &s| m.max(s));
             let mut sum = 0.0f32;
             for s in scores[..visible].iter_mut() {
                 *s = (*s - max).exp();
@@ -365,7 +369,12 @@ impl Backend for ReferenceBackend {
     ) -> Result<(), KernelError> {
         quantize_rows(x, cols, q, s)
     }
-    fn ternary_matmul(&self, w: &TernaryMatrix, q: &[i8], a: &mut [i32]) -> Result<(), KernelError> {
+    fn ternary_matmul(
+        &self,
+        w: &TernaryMatrix,
+        q: &[i8],
+        a: &mut [i32],
+    ) -> Result<(), KernelError> {
         ternary_matmul(w, q, a)
     }
     fn dequantize_rows(
@@ -442,7 +451,15 @@ mod tests {
         let q = [10i8, 20, 30, -40, 127, 1, 2, 3, 4, 5];
         let mut acc = [0i32; 4];
         ternary_matmul(&w, &q, &mut acc).unwrap();
-        assert_eq!(acc, [10 - 20 - 40 + 127, -30 + 40 + 127, 1 - 2 + 4 + 5, -3 - 4 + 5]);
+        assert_eq!(
+            acc,
+            [
+                10 - 20 - 40 + 127,
+                -30 + 40 + 127,
+                1 - 2 + 4 + 5,
+                -3 - 4 + 5
+            ]
+        );
         let mut out = [0.0f32; 4];
         dequantize_rows(&acc, 0.5, &[2.0, 1.0], &mut out).unwrap();
         assert_eq!(out, [77.0 * 0.25, 137.0 * 0.25, 8.0 * 0.5, -2.0 * 0.5]);
@@ -500,7 +517,11 @@ mod tests {
         assert_eq!(out, [3.0, 4.0]);
         assert!(matches!(
             embedding(&e, &[2], &mut out),
-            Err(KernelError::TokenOutOfRange { id: 2, vocab: 2, .. })
+            Err(KernelError::TokenOutOfRange {
+                id: 2,
+                vocab: 2,
+                ..
+            })
         ));
         let mut y = [0.0f32; 2];
         dense_matmul(&e, &[1.0, 1.0], &mut y).unwrap();

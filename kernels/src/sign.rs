@@ -17,13 +17,18 @@ pub struct SignMatrix {
 impl SignMatrix {
     /// Wraps packed sign bits (`rows × cols/8` bytes).
     pub fn from_packed(rows: usize, cols: usize, bits: Vec<u8>) -> Result<Self, KernelError> {
-        if cols % 8 != 0 {
+        if !cols.is_multiple_of(8) {
             return Err(KernelError::Shape {
                 op: "SignMatrix::from_packed",
                 reason: format!("input features {cols} is not a multiple of 8"),
             });
         }
-        check_len("SignMatrix::from_packed", "bits", rows * cols / 8, bits.len())?;
+        check_len(
+            "SignMatrix::from_packed",
+            "bits",
+            rows * cols / 8,
+            bits.len(),
+        )?;
         Ok(Self { rows, cols, bits })
     }
 

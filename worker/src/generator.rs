@@ -82,8 +82,12 @@ impl<'m, B: Backend> Generator<'m, B> {
     /// Prefills the prompt, then decodes one token per step.
     pub fn run(&self, req: &GenerationRequest) -> Result<Generation, WorkerError> {
         let mut sampler = Sampler::new(req.sampling)?;
-        let capacity = (req.prompt_ids.len() + req.max_new_tokens)
-            .min(self.model.config().max_position_embeddings.max(req.prompt_ids.len()));
+        let capacity = (req.prompt_ids.len() + req.max_new_tokens).min(
+            self.model
+                .config()
+                .max_position_embeddings
+                .max(req.prompt_ids.len()),
+        );
         let mut cache = self.model.new_cache(capacity);
         let vocab = self.model.vocab_size();
 

@@ -48,7 +48,12 @@ impl SyntheticSpec {
     /// The model configuration this spec describes.
     pub fn config(&self) -> ModelConfig {
         let (family, architecture, model_type, activation) = if self.ternary {
-            (Family::BitNet, "BitNetForCausalLM", "bitnet", Activation::Relu2)
+            (
+                Family::BitNet,
+                "BitNetForCausalLM",
+                "bitnet",
+                Activation::Relu2,
+            )
         } else {
             (Family::Llama, "LlamaForCausalLM", "llama", Activation::Silu)
         };

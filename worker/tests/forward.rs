@@ -35,7 +35,9 @@ fn incremental_decode_matches_full_prefill() {
         let model = Model::new(spec(ternary).build(), CpuBackend::new(2));
         let prompt = [3u32, 17, 4, 42, 8, 1];
         let mut full_cache = model.new_cache(16);
-        let full = model.forward(&prompt, &mut full_cache, all_logits()).unwrap();
+        let full = model
+            .forward(&prompt, &mut full_cache, all_logits())
+            .unwrap();
         assert_eq!(full.logits.len(), prompt.len() * 50);
 
         let mut cache = model.new_cache(16);
@@ -49,7 +51,11 @@ fn incremental_decode_matches_full_prefill() {
             let row = &full.logits[(3 + i) * 50..(4 + i) * 50];
             let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for (a, b) in step.logits.iter().zip(row) {
-                assert!((a - b).abs() <= 1e-4 * max, "ternary={ternary} pos {}", 3 + i);
+                assert!(
+                    (a - b).abs() <= 1e-4 * max,
+                    "ternary={ternary} pos {}",
+                    3 + i
+                );
             }
         }
         assert_eq!(cache.len(), prompt.len());
@@ -58,7 +64,10 @@ fn incremental_decode_matches_full_prefill() {
         if let Some(t) = trace {
             assert_eq!(t.scales.len(), prompt.len());
             assert_eq!(t.q.len(), prompt.len() * 64);
-            assert!(t.q.iter().any(|&q| q == 127 || q == -127), "absmax maps to ±127");
+            assert!(
+                t.q.iter().any(|&q| q == 127 || q == -127),
+                "absmax maps to ±127"
+            );
         }
     }
 }
@@ -88,11 +97,20 @@ fn bad_tokens_and_full_cache_are_refused_and_leave_the_cache_intact() {
     let err = model
         .forward(&[50], &mut cache, ForwardOptions::default())
         .unwrap_err();
-    assert!(matches!(err, WorkerError::TokenOutOfRange { id: 50, vocab: 50 }));
+    assert!(matches!(
+        err,
+        WorkerError::TokenOutOfRange { id: 50, vocab: 50 }
+    ));
     let err = model
         .forward(&[1, 2, 3], &mut cache, ForwardOptions::default())
         .unwrap_err();
-    assert!(matches!(err, WorkerError::ContextFull { needed: 5, capacity: 4 }));
+    assert!(matches!(
+        err,
+        WorkerError::ContextFull {
+            needed: 5,
+            capacity: 4
+        }
+    ));
     assert!(matches!(
         model.forward(&[], &mut cache, ForwardOptions::default()),
         Err(WorkerError::EmptyPrompt)
@@ -122,7 +140,11 @@ fn generation_stops_at_length_or_stop_id_and_seeds_repeat() {
 
     req.stop_ids = vec![greedy.token_ids[4]];
     let stopped = generator.run(&req).unwrap();
-    let first_stop = greedy.token_ids.iter().position(|t| *t == greedy.token_ids[4]).unwrap();
+    let first_stop = greedy
+        .token_ids
+        .iter()
+        .position(|t| *t == greedy.token_ids[4])
+        .unwrap();
     assert_eq!(stopped.token_ids, greedy.token_ids[..=first_stop]);
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
 

@@ -1,0 +1,182 @@
+//! `bitnet-cluster generate`: one prompt through an in-process model — load (or build the demo
+//! model), tokenize (optionally through the chat template), prefill, decode, detokenize.
+
+use crate::chat::{ChatMessage, ChatTemplate, BITNET_CHAT_TEMPLATE};
+use crate::demo;
+use crate::error::CoordinatorError;
+use crate::tokenizer::TextTokenizer;
+use bitnet_checkpoints::{Family, ModelWeights};
+use bitnet_kernels::CpuBackend;
+use bitnet_worker::{GenerationRequest, Generator, Model, SamplingParams};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The prompt, as text or as token ids.
+#[derive(Clone, Debug)]
+pub enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// Everything `generate` needs.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Model directory; `None` runs the built-in demo model.
+    pub model_dir: Option<PathBuf>,
+    pub prompt: Prompt,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Wrap a text prompt in the model's chat template as one user message.
+    pub chat: bool,
+    /// Write the prompt logits (`prompt_len × vocab`, f32) to this safetensors file.
+    pub dump_logits: Option<PathBuf>,
+    pub threads: usize,
+}
+
+/// What `generate --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerateOutput {
+    pub prompt_ids: Vec<u32>,
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub finish_reason: String,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+}
+
+/// Loads the model (or the demo), runs one generation and writes the logits dump if asked.
+pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, CoordinatorError> {
+    let (weights, tokenizer) = match &opts.model_dir {
+        Some(dir) => {
+            let weights = bitnet_checkpoints::load_model(dir)?;
+            (weights, TextTokenizer::from_dir(dir)?)
+        }
+        None => {
+            let tokenizer = demo::tokenizer()?;
+            (demo::weights(&tokenizer), Some(tokenizer))
+        }
+    };
+    let prompt_ids = prompt_ids(opts, &weights, tokenizer.as_ref())?;
+    let model = Model::new(weights, CpuBackend::new(opts.threads));
+    let mut stop_ids = model.config().eos_token_ids.clone();
+    if let Some(eot) = tokenizer.as_ref().and_then(|t| t.token_to_id("<|eot_id|>")) {
+        if opts.chat && !stop_ids.contains(&eot) {
+            stop_ids.push(eot);
+        }
+    }
+    let request = GenerationRequest {
+        prompt_ids: prompt_ids.clone(),
+        max_new_tokens: opts.max_new_tokens,
+        sampling: opts.sampling,
+        stop_ids,
+        keep_prompt_logits: opts.dump_logits.is_some(),
+    };
+    let generation = Generator::new(&model).run(&request)?;
+    if let (Some(path), Some(logits)) = (&opts.dump_logits, &generation.prompt_logits) {
+        write_logits(path, logits, prompt_ids.len(), model.vocab_size())?;
+    }
+    let text = match &tokenizer {
+        Some(t) => t.decode(&generation.token_ids)?,
+        None => String::new(),
+    };
+    Ok(GenerateOutput {
+        prefill_tokens_per_s: generation.prefill_tokens_per_s(prompt_ids.len()),
+        decode_tokens_per_s: generation.decode_tokens_per_s(),
+        prompt_ids,
+        token_ids: generation.token_ids,
+        text,
+        finish_reason: generation.finish_reason.as_str().to_string(),
+    })
+}
+
+/// Turns the prompt into validated token ids.
+fn prompt_ids(
+    opts: &GenerateOptions,
+    weights: &ModelWeights,
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<Vec<u32>, CoordinatorError> {
+    let config = &weights.config;
+    let ids = match &opts.prompt {
+        Prompt::Ids(ids) => {
+            if opts.chat {
+                return Err(CoordinatorError::InvalidRequest(
+                    "--chat needs a text prompt (--prompt), not --prompt-ids".into(),
+                ));
+            }
+            ids.clone()
+        }
+        Prompt::Text(text) => {
+            let tokenizer = tokenizer.ok_or_else(|| {
+                CoordinatorError::InvalidRequest(
+                    "the model directory has no tokenizer.json; pass --prompt-ids instead of --prompt"
+                        .into(),
+                )
+            })?;
+            if opts.chat {
+                let template = match tokenizer.chat_template() {
+                    Some(t) => t.clone(),
+                    None if config.family == Family::BitNet => {
+                        ChatTemplate::new(BITNET_CHAT_TEMPLATE, "<|begin_of_text|>", "")
+                    }
+                    None => {
+                        return Err(CoordinatorError::InvalidRequest(
+                            "--chat: tokenizer_config.json has no chat_template".into(),
+                        ))
+                    }
+                };
+                let rendered = template.render(
+                    &[ChatMessage {
+                        role: "user".into(),
+                        content: text.clone(),
+                    }],
+                    true,
+                )?;
+                tokenizer.encode(&rendered, false)?
+            } else {
+                tokenizer.encode(text, true)?
+            }
+        }
+    };
+    let vocab = weights.embedding.rows();
+    if ids.is_empty() {
+        return Err(CoordinatorError::InvalidRequest(
+            "the prompt is empty".into(),
+        ));
+    }
+    if let Some((pos, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        return Err(CoordinatorError::InvalidRequest(format!(
+            "prompt token {id} at position {pos} is outside the vocabulary (size {vocab})"
+        )));
+    }
+    if ids.len() > config.max_position_embeddings {
+        return Err(CoordinatorError::InvalidRequest(format!(
+            "the prompt has {} tokens, more than max_position_embeddings = {}",
+            ids.len(),
+            config.max_position_embeddings
+        )));
+    }
+    Ok(ids)
+}
+
+/// Writes `logits` (`rows × vocab`, f32) as tensor `logits` of a safetensors file, through a
+/// temporary file renamed into place so a failed write leaves no partial file.
+fn write_logits(
+    path: &Path,
+    logits: &[f32],
+    rows: usize,
+    vocab: usize,
+) -> Result<(), CoordinatorError> {
+    let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, vocab], &bytes)
+            .map_err(|e| CoordinatorError::InvalidRequest(format!("logits tensor: {e}")))?;
+    let data = safetensors::serialize([("logits", view)], None)
+        .map_err(|e| CoordinatorError::InvalidRequest(format!("logits tensor: {e}")))?;
+    let io = |source| CoordinatorError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("safetensors.partial");
+    std::fs::write(&tmp, data).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
