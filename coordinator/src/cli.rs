@@ -58,13 +58,13 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Keep only the K most likely tokens (0: off).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches P (1: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Seed of the sampler (random when absent).
     #[arg(long)]

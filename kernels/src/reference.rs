@@ -53,7 +53,10 @@ pub fn rms_norm(
         check_len("rms_norm", "weight", cols, w.len())?;
     }
     for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let mean_sq = xr.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+        // Sum of squares in f64, rounded once: the correctly rounded mean, so the result does not
+        // depend on a summation order (references differ in theirs by the last bit).
+        let sum_sq: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
+        let mean_sq = (sum_sq / cols as f64) as f32;
         let inv = 1.0 / (mean_sq + eps).sqrt();
         for (j, (o, v)) in or.iter_mut().zip(xr).enumerate() {
             *o = v * inv * weight.map_or(1.0, |w| w[j]);
@@ -67,8 +70,12 @@ pub fn layer_norm(x: &[f32], eps: f32, cols: usize, out: &mut [f32]) -> Result<(
     check_len("layer_norm", "out", x.len(), out.len())?;
     rows_of("layer_norm", x.len(), cols)?;
     for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let mean = xr.iter().sum::<f32>() / cols as f32;
-        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
+        let mean = (xr.iter().map(|&v| v as f64).sum::<f64>() / cols as f64) as f32;
+        let var = (xr
+            .iter()
+            .map(|&v| ((v - mean) * (v - mean)) as f64)
+            .sum::<f64>()
+            / cols as f64) as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for (o, v) in or.iter_mut().zip(xr) {
             *o = (v - mean) * inv;
