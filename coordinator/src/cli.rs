@@ -78,7 +78,7 @@ pub struct GenerateArgs {
     /// Write the logits of every prompt position to this safetensors file (tensor `logits`).
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
-    /// Compute threads (default: available cores).
+    /// Compute threads (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -122,7 +122,7 @@ fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
         dump_logits: args.dump_logits,
         threads: args
             .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
     };
     opts.sampling.validate().map_err(CoordinatorError::Worker)?;
     let out = run_generate(&opts)?;

@@ -57,7 +57,9 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, Coordinato
         }
     };
     let prompt_ids = prompt_ids(opts, &weights, tokenizer.as_ref())?;
-    let model = Model::new(weights, CpuBackend::new(opts.threads));
+    let backend = CpuBackend::from_env(opts.threads)
+        .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
+    let model = Model::new(weights, backend);
     let mut stop_ids = model.config().eos_token_ids.clone();
     if let Some(eot) = tokenizer.as_ref().and_then(|t| t.token_to_id("<|eot_id|>")) {
         if opts.chat && !stop_ids.contains(&eot) {

@@ -1,34 +1,82 @@
 //! [`CpuBackend`]: the always-built CPU implementation of [`Backend`].
 //!
-//! Straightforward code: the projections (ternary, dense, sign) are split over output features
-//! across `threads` scoped OS threads; every other op is the scalar reference. The CPU-kernels
-//! issue replaces the projections with AVX2 / AVX-512 VNNI kernels chosen at run time.
+//! - [`dispatch`]: which SIMD path runs ([`CpuPath`]: scalar, AVX2, AVX-512 VNNI), chosen at run
+//!   time and overridable with `BITNET_CPU_PATH`.
+//! - [`ternary`]: int8 × 2-bit ternary GEMV/GEMM with exact i32 accumulation.
+//! - [`dense`]: dense f32/f16/bf16 projections (LM head, FP16 baseline).
+//! - [`ops`]: the element-wise and row-wise ops (norms, RoPE, attention, gating, quantization).
+//!
+//! Work is split over output rows on a rayon pool of `threads` threads owned by the backend
+//! (no oversubscription: nothing else in the process computes while a step runs).
+
+pub mod dense;
+pub mod dispatch;
+pub mod ops;
+pub mod ternary;
+
+pub use dispatch::CpuPath;
 
 use crate::backend::{AttentionShape, Backend};
 use crate::error::KernelError;
 use crate::reference::{self, projection_rows};
 use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
+use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Work below this many multiply-adds per token stays on the calling thread.
-const PARALLEL_MIN_WORK: usize = 1 << 16;
+pub const PARALLEL_MIN_WORK: usize = 1 << 16;
 
-/// CPU backend with a fixed thread count for the projections.
+/// CPU backend: one SIMD path and one thread pool.
 #[derive(Clone, Debug)]
 pub struct CpuBackend {
+    path: CpuPath,
     threads: usize,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+/// Physical cores of this machine (logical ones when unknown).
+pub fn physical_cores() -> usize {
+    num_cpus::get_physical().max(1)
 }
 
 impl CpuBackend {
-    /// A backend using `threads` threads (at least 1).
+    /// The best available path with `threads` threads (at least 1).
     pub fn new(threads: usize) -> Self {
-        Self {
-            threads: threads.max(1),
-        }
+        Self::with_path(CpuPath::best(), threads).expect("the best path is available")
     }
 
-    /// A backend using every available core.
+    /// The path named by `BITNET_CPU_PATH` (default: the best one) with `threads` threads.
+    pub fn from_env(threads: usize) -> Result<Self, KernelError> {
+        Self::with_path(CpuPath::from_env()?, threads)
+    }
+
+    /// A given path; fails when this processor lacks it.
+    pub fn with_path(path: CpuPath, threads: usize) -> Result<Self, KernelError> {
+        if !path.is_available() {
+            return Err(KernelError::Shape {
+                op: "CpuBackend::with_path",
+                reason: format!("this processor cannot run the {} path", path.name()),
+            });
+        }
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("bitnet-cpu-{i}"))
+            .build()
+            .map_err(|e| KernelError::Shape {
+                op: "CpuBackend::with_path",
+                reason: format!("cannot start {threads} threads: {e}"),
+            })?;
+        Ok(Self {
+            path,
+            threads,
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// The best path on every physical core.
     pub fn with_available_threads() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        Self::new(physical_cores())
     }
 
     /// The thread count used by the projections.
@@ -36,9 +84,19 @@ impl CpuBackend {
         self.threads
     }
 
+    /// The SIMD path.
+    pub fn path(&self) -> CpuPath {
+        self.path
+    }
+
+    /// The thread pool (for kernels that split their own work).
+    pub fn pool(&self) -> &rayon::ThreadPool {
+        &self.pool
+    }
+
     /// Runs `row_fn(o, x_row)` for every output feature `o` of every token (`x` holds rows of
-    /// `cols`, `out` rows of `rows`), splitting the output features of a token over the threads.
-    fn project<T: Sync, O: Send>(
+    /// `cols`, `out` rows of `rows`), splitting the output features of a token over the pool.
+    pub fn project<T: Sync, O: Send>(
         &self,
         cols: usize,
         rows: usize,
@@ -46,28 +104,21 @@ impl CpuBackend {
         out: &mut [O],
         row_fn: impl Fn(usize, &[T]) -> O + Sync,
     ) {
-        let threads = if rows * cols < PARALLEL_MIN_WORK {
-            1
-        } else {
-            self.threads.min(rows)
-        };
+        let parallel = self.threads > 1 && rows * cols >= PARALLEL_MIN_WORK;
         for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
-            if threads == 1 {
+            if !parallel {
                 for (o, y) in or.iter_mut().enumerate() {
                     *y = row_fn(o, xr);
                 }
                 continue;
             }
-            let chunk = rows.div_ceil(threads);
-            std::thread::scope(|scope| {
-                for (i, part) in or.chunks_mut(chunk).enumerate() {
-                    let row_fn = &row_fn;
-                    scope.spawn(move || {
-                        for (j, y) in part.iter_mut().enumerate() {
-                            *y = row_fn(i * chunk + j, xr);
-                        }
-                    });
-                }
+            let chunk = rows.div_ceil(self.threads * 4).max(16);
+            self.pool.install(|| {
+                or.par_chunks_mut(chunk).enumerate().for_each(|(i, part)| {
+                    for (j, y) in part.iter_mut().enumerate() {
+                        *y = row_fn(i * chunk + j, xr);
+                    }
+                });
             });
         }
     }
@@ -109,9 +160,7 @@ impl Backend for CpuBackend {
         acc: &mut [i32],
     ) -> Result<(), KernelError> {
         projection_rows("ternary_matmul", w.cols(), w.rows(), q.len(), acc.len())?;
-        self.project(w.cols(), w.rows(), q, acc, |o, qr| {
-            reference::ternary_row_dot(w, o, qr)
-        });
+        ternary::matmul(self, w, q, acc);
         Ok(())
     }
     fn dequantize_rows(
@@ -125,7 +174,7 @@ impl Backend for CpuBackend {
     }
     fn dense_matmul(&self, w: &DenseMatrix, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
         projection_rows("dense_matmul", w.cols(), w.rows(), x.len(), out.len())?;
-        self.project(w.cols(), w.rows(), x, out, |o, xr| w.row_dot(o, xr));
+        dense::matmul(self, w, x, out);
         Ok(())
     }
     fn sign_matmul(&self, w: &SignMatrix, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {

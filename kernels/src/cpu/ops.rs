@@ -1,0 +1,2 @@
+//! Row-wise and element-wise ops of the CPU backend (norms, quantization, RoPE, attention,
+//! gating), per [`super::CpuPath`]. Today they are the scalar reference.
