@@ -22,6 +22,6 @@ pub mod synthetic;
 pub use error::WorkerError;
 pub use generator::{FinishReason, Generation, GenerationRequest, Generator};
 pub use kv_cache::KvCache;
-pub use model::{ForwardOutput, Model, QuantTrace};
+pub use model::{ForwardOptions, ForwardOutput, Model, QuantTrace, SequenceChunk};
 pub use sampler::{Sampler, SamplingParams};
 pub use synthetic::SyntheticSpec;

@@ -22,6 +22,12 @@ pub struct ForwardOutput {
     pub first_layer_q: Option<QuantTrace>,
 }
 
+/// The next tokens of one sequence and the cache holding its history.
+pub struct SequenceChunk<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+}
+
 /// Which outputs a forward pass should produce.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ForwardOptions {
@@ -77,22 +83,40 @@ impl<B: Backend> Model<B> {
         cache: &mut KvCache,
         options: ForwardOptions,
     ) -> Result<ForwardOutput, WorkerError> {
-        if tokens.is_empty() {
-            return Err(WorkerError::EmptyPrompt);
-        }
+        let mut outputs = self.forward_batch(&mut [SequenceChunk { tokens, cache }], options)?;
+        Ok(outputs.pop().expect("one output per sequence"))
+    }
+
+    /// Runs the next tokens of several sequences in one pass: the projections see every token
+    /// of every sequence as one matrix (batched prefill and decode); attention runs per sequence
+    /// over its own cache. Returns one output per sequence, in order. On error every cache is
+    /// left as it was before the call.
+    pub fn forward_batch(
+        &self,
+        batch: &mut [SequenceChunk<'_>],
+        options: ForwardOptions,
+    ) -> Result<Vec<ForwardOutput>, WorkerError> {
         let vocab = self.weights.embedding.rows();
-        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
-            return Err(WorkerError::TokenOutOfRange { id, vocab });
+        for chunk in batch.iter() {
+            if chunk.tokens.is_empty() {
+                return Err(WorkerError::EmptyPrompt);
+            }
+            if let Some(&id) = chunk.tokens.iter().find(|&&id| id as usize >= vocab) {
+                return Err(WorkerError::TokenOutOfRange { id, vocab });
+            }
+            chunk.cache.check_room(chunk.tokens.len())?;
         }
-        cache.check_room(tokens.len())?;
-        let result = self.forward_unchecked(tokens, cache, options);
-        match result {
+        match self.forward_unchecked(batch, options) {
             Ok(out) => {
-                cache.advance(tokens.len());
+                for chunk in batch.iter_mut() {
+                    chunk.cache.advance(chunk.tokens.len());
+                }
                 Ok(out)
             }
             Err(e) => {
-                cache.rollback();
+                for chunk in batch.iter_mut() {
+                    chunk.cache.rollback();
+                }
                 Err(e)
             }
         }
@@ -100,39 +124,74 @@ impl<B: Backend> Model<B> {
 
     fn forward_unchecked(
         &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
+        batch: &mut [SequenceChunk<'_>],
         options: ForwardOptions,
-    ) -> Result<ForwardOutput, WorkerError> {
-        let c = self.config();
-        let hidden = c.hidden_size;
-        let n = tokens.len();
-        let positions: Vec<usize> = (cache.len()..cache.len() + n).collect();
-        let mut h = vec![0.0f32; n * hidden];
+    ) -> Result<Vec<ForwardOutput>, WorkerError> {
+        let hidden = self.config().hidden_size;
+        let tokens: Vec<u32> = batch
+            .iter()
+            .flat_map(|c| c.tokens.iter().copied())
+            .collect();
+        let positions: Vec<usize> = batch
+            .iter()
+            .flat_map(|c| c.cache.len()..c.cache.len() + c.tokens.len())
+            .collect();
+        let mut h = vec![0.0f32; tokens.len() * hidden];
         self.backend
-            .embedding(&self.weights.embedding, tokens, &mut h)?;
+            .embedding(&self.weights.embedding, &tokens, &mut h)?;
         let mut first_layer_q = None;
         for (i, layer) in self.weights.layers.iter().enumerate() {
             let trace = (i == 0 && options.trace_first_layer).then(QuantTrace::default);
-            let trace = self.layer(i, layer, &mut h, &positions, cache, trace)?;
+            let trace = self.layer(i, layer, &mut h, &positions, batch, trace)?;
             if i == 0 {
                 first_layer_q = trace.filter(|t| !t.scales.is_empty());
             }
         }
-        let last = if options.all_logits { 0 } else { n - 1 };
-        let normed = apply_norm(
-            &self.backend,
-            &self.weights.final_norm,
-            &h[last * hidden..],
-            hidden,
-        )?;
+
+        // Rows whose logits are wanted: every row, or the last row of each sequence.
+        let mut wanted = Vec::new();
+        let mut start = 0;
+        for chunk in batch.iter() {
+            let n = chunk.tokens.len();
+            let first = if options.all_logits {
+                start
+            } else {
+                start + n - 1
+            };
+            wanted.push((first, start + n));
+            start += n;
+        }
+        let rows: Vec<usize> = wanted.iter().flat_map(|&(a, b)| a..b).collect();
+        let mut selected = Vec::with_capacity(rows.len() * hidden);
+        for &r in &rows {
+            selected.extend_from_slice(&h[r * hidden..(r + 1) * hidden]);
+        }
+        let normed = apply_norm(&self.backend, &self.weights.final_norm, &selected, hidden)?;
         let head = self.weights.lm_head();
-        let mut logits = vec![0.0f32; (n - last) * head.rows()];
+        let mut logits = vec![0.0f32; rows.len() * head.rows()];
         self.backend.dense_matmul(head, &normed, &mut logits)?;
-        Ok(ForwardOutput {
-            logits,
-            first_layer_q,
-        })
+
+        let mut outputs = Vec::with_capacity(batch.len());
+        let mut offset = 0;
+        let mut row_start = 0;
+        for (i, &(a, b)) in wanted.iter().enumerate() {
+            let n_rows = b - a;
+            let n_tokens = batch[i].tokens.len();
+            let trace = first_layer_q.as_ref().map(|t: &QuantTrace| {
+                let cols = t.q.len() / tokens.len();
+                QuantTrace {
+                    scales: t.scales[row_start..row_start + n_tokens].to_vec(),
+                    q: t.q[row_start * cols..(row_start + n_tokens) * cols].to_vec(),
+                }
+            });
+            outputs.push(ForwardOutput {
+                logits: logits[offset * head.rows()..(offset + n_rows) * head.rows()].to_vec(),
+                first_layer_q: trace,
+            });
+            offset += n_rows;
+            row_start += n_tokens;
+        }
+        Ok(outputs)
     }
 
     /// One decoder layer over `h` in place; returns the q-projection trace when one was asked.
@@ -142,13 +201,12 @@ impl<B: Backend> Model<B> {
         layer: &LayerWeights,
         h: &mut [f32],
         positions: &[usize],
-        cache: &mut KvCache,
+        batch: &mut [SequenceChunk<'_>],
         mut trace: Option<QuantTrace>,
     ) -> Result<Option<QuantTrace>, WorkerError> {
         let c = self.config();
         let (hidden, hd) = (c.hidden_size, c.head_dim);
         let b = &self.backend;
-        let n = positions.len();
 
         let normed;
         let x = match &layer.input_norm {
@@ -163,16 +221,32 @@ impl<B: Backend> Model<B> {
         let v = apply_projection(b, &layer.v, x, None)?;
         b.rope(&mut q, positions, c.num_heads, hd, c.rope_theta)?;
         b.rope(&mut k, positions, c.num_kv_heads, hd, c.rope_theta)?;
-        let (keys, values) = cache.append(index, &k, &v);
-        let shape = AttentionShape {
-            n_heads: c.num_heads,
-            n_kv_heads: c.num_kv_heads,
-            head_dim: hd,
-            n_queries: n,
-            ctx_len: keys.len() / (c.num_kv_heads * hd),
-        };
+        let (q_width, kv_width) = (c.num_heads * hd, c.num_kv_heads * hd);
         let mut attn = vec![0.0f32; q.len()];
-        b.attention(&shape, &q, keys, values, &mut attn)?;
+        let mut start = 0;
+        for chunk in batch.iter_mut() {
+            let n = chunk.tokens.len();
+            let (keys, values) = chunk.cache.append(
+                index,
+                &k[start * kv_width..(start + n) * kv_width],
+                &v[start * kv_width..(start + n) * kv_width],
+            );
+            let shape = AttentionShape {
+                n_heads: c.num_heads,
+                n_kv_heads: c.num_kv_heads,
+                head_dim: hd,
+                n_queries: n,
+                ctx_len: keys.len() / kv_width,
+            };
+            b.attention(
+                &shape,
+                &q[start * q_width..(start + n) * q_width],
+                keys,
+                values,
+                &mut attn[start * q_width..(start + n) * q_width],
+            )?;
+            start += n;
+        }
         if let Some(norm) = &layer.attn_sub_norm {
             attn = apply_norm(b, norm, &attn, c.num_heads * hd)?;
         }

@@ -159,3 +159,83 @@ fn generation_stops_at_length_or_stop_id_and_seeds_repeat() {
     let b = generator.run(&req).unwrap();
     assert_eq!(a.token_ids, b.token_ids, "same seed, same tokens");
 }
+
+#[test]
+fn a_batch_of_sequences_equals_each_sequence_alone() {
+    use bitnet_worker::SequenceChunk;
+    for ternary in [true, false] {
+        let model = Model::new(spec(ternary).build(), CpuBackend::new(2));
+        let prompts: [&[u32]; 3] = [&[1, 2, 3, 4], &[9], &[7, 7, 30, 12, 5, 44]];
+        // alone
+        let mut alone = Vec::new();
+        for p in prompts {
+            let mut cache = model.new_cache(16);
+            let pre = model.forward(p, &mut cache, all_logits()).unwrap();
+            let step = model
+                .forward(&[11], &mut cache, ForwardOptions::default())
+                .unwrap();
+            alone.push((pre.logits, step.logits));
+        }
+        // together: batched prefill, then one batched decode step
+        let mut caches: Vec<_> = (0..3).map(|_| model.new_cache(16)).collect();
+        let mut chunks: Vec<SequenceChunk> = caches
+            .iter_mut()
+            .zip(prompts)
+            .map(|(cache, tokens)| SequenceChunk { tokens, cache })
+            .collect();
+        let pre = model.forward_batch(&mut chunks, all_logits()).unwrap();
+        let next = [11u32];
+        let mut chunks: Vec<SequenceChunk> = caches
+            .iter_mut()
+            .map(|cache| SequenceChunk {
+                tokens: &next,
+                cache,
+            })
+            .collect();
+        let step = model
+            .forward_batch(&mut chunks, ForwardOptions::default())
+            .unwrap();
+        for i in 0..3 {
+            for (got, want) in [
+                (&pre[i].logits, &alone[i].0),
+                (&step[i].logits, &alone[i].1),
+            ] {
+                assert_eq!(got.len(), want.len());
+                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (a, b) in got.iter().zip(want.iter()) {
+                    assert!((a - b).abs() <= 1e-5 * scale, "ternary={ternary} seq {i}");
+                }
+            }
+            assert_eq!(pre[i].first_layer_q.is_some(), ternary);
+        }
+        assert_eq!(
+            caches.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [5, 2, 7]
+        );
+    }
+}
+
+#[test]
+fn a_bad_sequence_fails_the_batch_and_leaves_every_cache_intact() {
+    use bitnet_worker::SequenceChunk;
+    let model = Model::new(spec(true).build(), CpuBackend::new(1));
+    let mut a = model.new_cache(8);
+    let mut b = model.new_cache(8);
+    let err = model
+        .forward_batch(
+            &mut [
+                SequenceChunk {
+                    tokens: &[1, 2],
+                    cache: &mut a,
+                },
+                SequenceChunk {
+                    tokens: &[3, 99],
+                    cache: &mut b,
+                },
+            ],
+            ForwardOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, WorkerError::TokenOutOfRange { id: 99, .. }));
+    assert_eq!((a.len(), b.len()), (0, 0));
+}
