@@ -73,6 +73,31 @@ impl KvCache {
         self.values.iter_mut().for_each(|v| v.truncate(keep));
     }
 
+    /// Fills an empty cache with `len` tokens of deterministic pseudo-random keys and values
+    /// in [-1, 1): benchmarks use it to decode at a given context without running a prefill.
+    pub fn fill_synthetic(&mut self, len: usize, seed: u64) -> Result<(), WorkerError> {
+        self.clear();
+        self.check_room(len)?;
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        for layer in 0..self.keys.len() {
+            self.keys[layer].extend((0..len * self.kv_dim).map(|_| next()));
+            self.values[layer].extend((0..len * self.kv_dim).map(|_| next()));
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Bytes of keys and values held (f32).
+    pub fn memory_bytes(&self) -> usize {
+        2 * self.keys.len() * self.len * self.kv_dim * std::mem::size_of::<f32>()
+    }
+
     /// Drops everything.
     pub fn clear(&mut self) {
         self.keys.iter_mut().for_each(Vec::clear);

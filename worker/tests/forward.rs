@@ -9,7 +9,7 @@ use bitnet_worker::{
 };
 
 fn spec(ternary: bool) -> SyntheticSpec {
-    SyntheticSpec {
+    let spec = SyntheticSpec {
         hidden_size: 64,
         intermediate_size: 96,
         num_layers: 2,
@@ -17,8 +17,13 @@ fn spec(ternary: bool) -> SyntheticSpec {
         num_kv_heads: 2,
         vocab_size: 50,
         max_position_embeddings: 64,
-        ternary,
         seed: 9,
+        ..SyntheticSpec::demo(50)
+    };
+    if ternary {
+        spec
+    } else {
+        spec.as_llama()
     }
 }
 
