@@ -1,4 +1,17 @@
-//! `bitnet-bench`: kernel, model and serving benchmarks (BitNet versus FP16 LLaMA).
+//! `bitnet-bench`: kernel and model benchmarks, BitNet versus FP16 LLaMA in the same engine.
 //!
-//! The CPU-kernels issue adds `bitnet-bench model` and `bitnet-bench kernels`; the benchmark
-//! issue adds `serve`, `ppl` and `report`. Until then the crate holds nothing but this note.
+//! - [`model_bench`]: `bitnet-bench model --preset NAME`: prefill/decode tokens/s per batch,
+//!   resident memory, read bandwidth and the decode bandwidth floor, on random weights.
+//! - [`kernel_bench`]: `bitnet-bench kernels`: GB/s and GOP/s per CPU path and layer shape,
+//!   beside the `gemm` crate.
+//! - [`presets`], [`bandwidth`], [`memory`], [`timing`]: the pieces they share.
+//!
+//! Serving load, energy, perplexity and the Markdown report come with the benchmark issue.
+
+pub mod bandwidth;
+pub mod cli;
+pub mod kernel_bench;
+pub mod memory;
+pub mod model_bench;
+pub mod presets;
+pub mod timing;
