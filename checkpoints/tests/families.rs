@@ -303,7 +303,8 @@ fn memory_bytes_counts_packed_ternary_weights() {
     let w = load_model(dir.path()).unwrap();
     let per_layer_proj: usize = projections()
         .iter()
-        .map(|(_, out, inp)| out * inp.div_ceil(4) + 4)
+        // The kernels' layout: rows padded to groups of 4, columns to blocks of 128 (32 bytes).
+        .map(|(_, out, inp)| out.next_multiple_of(4) * inp.div_ceil(128) * 32 + 4)
         .sum();
     let norms = HIDDEN * 2 + HEADS * HEAD_DIM + INTER;
     let expected = VOCAB * HIDDEN * 2 + HIDDEN * 4 + LAYERS * (per_layer_proj + norms * 4);

@@ -25,6 +25,15 @@ pub trait Backend: Send + Sync {
     /// Short name for logs and parity reports ("cpu", "reference", ...).
     fn name(&self) -> &'static str;
 
+    /// Runs `f` (a whole forward pass) in the backend's execution context, so the ops inside
+    /// hand work to their threads cheaply (the CPU backend runs it on its own thread pool).
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R
+    where
+        Self: Sized,
+    {
+        f()
+    }
+
     /// `out[t] = table[ids[t]]` as f32; an id outside the table is an error.
     fn embedding(
         &self,

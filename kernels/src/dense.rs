@@ -1,7 +1,9 @@
 //! Full-precision matrices: embeddings, LM heads, norms' neighbours and the FP16 LLaMA baseline.
 //!
 //! A [`DenseMatrix`] keeps the dtype it was stored in (f32, f16 or bf16) so memory matches the
-//! checkpoint; ops read rows as f32 and accumulate in f32.
+//! checkpoint; ops read rows as f32 and accumulate in f32. [`DenseMatrix::to_int8`] builds the
+//! optional int8 copy with one f32 scale per row (`--lm-head int8`: a numerics change — each
+//! weight is rounded to 1/127 of its row's absmax; activations stay f32).
 
 use crate::error::{check_len, KernelError};
 use half::{bf16, f16};
@@ -12,6 +14,12 @@ pub enum DenseData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    /// Int8 rows with one scale per row: element `(r, c)` is `values[r · cols + c] · scales[r]`
+    /// (built by [`DenseMatrix::to_int8`]; `values` are in `-127 ..= 127`).
+    I8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl DenseData {
@@ -21,6 +29,7 @@ impl DenseData {
             DenseData::F32(v) => v.len(),
             DenseData::F16(v) => v.len(),
             DenseData::BF16(v) => v.len(),
+            DenseData::I8 { values, .. } => values.len(),
         }
     }
 
@@ -29,11 +38,12 @@ impl DenseData {
         self.len() == 0
     }
 
-    /// Bytes per element.
+    /// Bytes per element (without the per-row scales of [`DenseData::I8`]).
     pub fn element_bytes(&self) -> usize {
         match self {
             DenseData::F32(_) => 4,
             DenseData::F16(_) | DenseData::BF16(_) => 2,
+            DenseData::I8 { .. } => 1,
         }
     }
 
@@ -43,6 +53,7 @@ impl DenseData {
             DenseData::F32(_) => "F32",
             DenseData::F16(_) => "F16",
             DenseData::BF16(_) => "BF16",
+            DenseData::I8 { .. } => "I8",
         }
     }
 }
@@ -56,10 +67,46 @@ pub struct DenseMatrix {
 }
 
 impl DenseMatrix {
-    /// Wraps row-major data; fails when the length is not `rows · cols`.
+    /// Wraps row-major data; fails when the length is not `rows · cols` (or, for
+    /// [`DenseData::I8`], when there is not one scale per row).
     pub fn new(rows: usize, cols: usize, data: DenseData) -> Result<Self, KernelError> {
         check_len("DenseMatrix::new", "data", rows * cols, data.len())?;
+        if let DenseData::I8 { scales, .. } = &data {
+            check_len("DenseMatrix::new", "scales", rows, scales.len())?;
+        }
         Ok(Self { rows, cols, data })
+    }
+
+    /// An int8 copy with one f32 scale per row: `scale = max|row| / 127`,
+    /// `q = round_ties_even(w · 127 / max|row|)` (an all-zero row gets scale 0 and zeros).
+    /// An [`DenseData::I8`] matrix is returned as is.
+    pub fn to_int8(&self) -> DenseMatrix {
+        if let DenseData::I8 { .. } = self.data {
+            return self.clone();
+        }
+        let mut values = vec![0i8; self.rows * self.cols];
+        let mut scales = vec![0.0f32; self.rows];
+        let mut row = vec![0.0f32; self.cols];
+        for (r, (q, s)) in values
+            .chunks_exact_mut(self.cols.max(1))
+            .zip(scales.iter_mut())
+            .enumerate()
+        {
+            self.row_into(r, &mut row);
+            let absmax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if absmax > 0.0 {
+                let inv = 127.0 / absmax;
+                for (qv, &w) in q.iter_mut().zip(&row) {
+                    *qv = (w * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+                }
+                *s = absmax / 127.0;
+            }
+        }
+        DenseMatrix {
+            rows: self.rows,
+            cols: self.cols,
+            data: DenseData::I8 { values, scales },
+        }
     }
 
     /// Number of rows.
@@ -92,22 +139,40 @@ impl DenseMatrix {
                     *o = x.to_f32();
                 }
             }
+            DenseData::I8 { values, scales } => {
+                for (o, &q) in out.iter_mut().zip(&values[range]) {
+                    *o = q as f32 * scales[row];
+                }
+            }
         }
     }
 
-    /// Dot product of row `row` with `x` (`x.len() == cols`), accumulated in f32.
+    /// Dot product of row `row` with `x` (`x.len() == cols`), accumulated in f32; for
+    /// [`DenseData::I8`], `(Σ_k q[k] · x[k]) · scale[row]`.
     pub fn row_dot(&self, row: usize, x: &[f32]) -> f32 {
         let range = row * self.cols..(row + 1) * self.cols;
         match &self.data {
             DenseData::F32(v) => v[range].iter().zip(x).map(|(w, x)| w * x).sum(),
             DenseData::F16(v) => v[range].iter().zip(x).map(|(w, x)| w.to_f32() * x).sum(),
             DenseData::BF16(v) => v[range].iter().zip(x).map(|(w, x)| w.to_f32() * x).sum(),
+            DenseData::I8 { values, scales } => {
+                let dot: f32 = values[range]
+                    .iter()
+                    .zip(x)
+                    .map(|(&q, x)| q as f32 * x)
+                    .sum();
+                dot * scales[row]
+            }
         }
     }
 
-    /// Bytes this matrix holds in memory.
+    /// Bytes this matrix holds in memory (with the per-row scales of an int8 copy).
     pub fn memory_bytes(&self) -> usize {
-        self.data.len() * self.data.element_bytes()
+        let scales = match &self.data {
+            DenseData::I8 { scales, .. } => scales.len() * 4,
+            _ => 0,
+        };
+        self.data.len() * self.data.element_bytes() + scales
     }
 }
 
@@ -135,5 +200,32 @@ mod tests {
     #[test]
     fn rejects_wrong_length() {
         assert!(DenseMatrix::new(2, 2, DenseData::F32(vec![0.0; 3])).is_err());
+        let bad_scales = DenseData::I8 {
+            values: vec![0; 4],
+            scales: vec![1.0],
+        };
+        assert!(DenseMatrix::new(2, 2, bad_scales).is_err());
+    }
+
+    #[test]
+    fn int8_copy_has_per_row_scales() {
+        let m =
+            DenseMatrix::new(2, 3, DenseData::F32(vec![1.0, -2.0, 0.5, 0.0, 0.0, 0.0])).unwrap();
+        let q = m.to_int8();
+        // row 0: absmax 2 -> scale 2/127; 1.0 -> 63.5 -> 64 (ties to even), 0.5 -> 31.75 -> 32
+        assert_eq!(
+            q.data(),
+            &DenseData::I8 {
+                values: vec![64, -127, 32, 0, 0, 0],
+                scales: vec![2.0 / 127.0, 0.0],
+            }
+        );
+        assert_eq!(q.memory_bytes(), 6 + 8);
+        let mut row = [0.0f32; 3];
+        q.row_into(0, &mut row);
+        let s = 2.0f32 / 127.0;
+        assert_eq!(row, [64.0 * s, -127.0 * s, 32.0 * s]);
+        assert_eq!(q.row_dot(0, &[1.0, 0.0, 0.0]), 64.0 * (2.0 / 127.0));
+        assert_eq!(q.row_dot(1, &[1.0, 1.0, 1.0]), 0.0);
     }
 }

@@ -1,22 +1,47 @@
 //! The kernels' own ternary weight layout and the ternarization rule (FORMATS.md §1).
 //!
-//! A [`TernaryMatrix`] is `rows` output features by `cols` input features. Row `r` occupies
-//! `row_bytes = ceil(cols / 4)` consecutive bytes; byte `j` holds columns `4j .. 4j + 3`, two bits
-//! each, column `4j` in the least significant pair. The code of a weight `t ∈ {-1, 0, +1}` is
-//! `t + 1` (0, 1, 2); code 3 never appears; padding columns hold code 1 (zero). One `β` (the
-//! whole-tensor mean of |W| of the latent weights) scales the whole matrix.
+//! A [`TernaryMatrix`] is `rows` output features by `cols` input features, stored so that the
+//! SIMD kernels (`crate::cpu::ternary`) decode it with one load and a mask and read it strictly
+//! front to back:
 //!
-//! Checkpoint readers convert every packed family into this layout; fast kernels may repack it
-//! again at load, but this module is the single owner of the canonical layout.
+//! - columns come in blocks of [`BLOCK_COLS`] = 128: `blocks = ceil(cols / 128)`, `cols` is
+//!   padded up to [`TernaryMatrix::padded_cols`] `= blocks · 128`;
+//! - a block of one row is [`BLOCK_BYTES`] = 32 bytes; byte `j` (0..32) holds the four columns
+//!   `128b + j`, `128b + 32 + j`, `128b + 64 + j`, `128b + 96 + j` in its bit pairs 0, 1, 2, 3
+//!   (bits `2i .. 2i + 1` hold column `128b + 32i + j`);
+//! - rows come in groups of [`ROW_GROUP`] = 4 (`rows` padded up to a multiple of 4 with zero
+//!   rows); a group occupies `4 · blocks · 32` consecutive bytes, block-major: block 0 of its
+//!   four rows, then block 1 of its four rows, and so on. So the byte of (row `r`, column `c`)
+//!   is at `(r / 4) · 4 · row_bytes + (c / 128) · 128 + (r % 4) · 32 + c % 32`
+//!   ([`TernaryMatrix::byte_index`]), in slot `(c % 128) / 32`;
+//! - the code of a weight `t ∈ {-1, 0, +1}` is `t + 1` (0, 1, 2); code 3 never appears; padding
+//!   (columns and rows) holds code 1 (zero).
+//!
+//! A 32-byte load of a block gives, after `(v >> 2i) & 3`, the codes of 32 consecutive columns
+//! `128b + 32i ..`: the activations need no reordering, only zero padding up to `padded_cols`.
+//! A kernel that computes the four rows of a group together reads the matrix as one sequential
+//! stream (several interleaved row streams read from DRAM at a fraction of the speed on the
+//! machines we measured). One `β` (the whole-tensor mean of |W| of the latent weights) scales
+//! the whole matrix. Checkpoint readers hand plain ternary values to
+//! [`TernaryMatrix::from_ternary`]; this module is the single owner of the layout.
 
 use crate::error::{check_len, KernelError};
+
+/// Columns per packed block.
+pub const BLOCK_COLS: usize = 128;
+/// Bytes per packed block of one row (four 2-bit codes per byte).
+pub const BLOCK_BYTES: usize = 32;
+/// Rows whose blocks are interleaved (and the multiple `rows` is padded to).
+pub const ROW_GROUP: usize = 4;
+/// A byte whose four codes are all 1 (weight 0): the padding value.
+const ZERO_CODES: u8 = 0x55;
 
 /// A ternary weight matrix in the canonical 2-bit layout with its per-tensor scale β.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TernaryMatrix {
     rows: usize,
     cols: usize,
-    row_bytes: usize,
+    blocks: usize,
     packed: Vec<u8>,
     beta: f32,
 }
@@ -43,28 +68,30 @@ impl TernaryMatrix {
             rows * cols,
             values.len(),
         )?;
-        let row_bytes = cols.div_ceil(4);
-        let mut packed = vec![0x55u8; rows * row_bytes];
-        for (i, &t) in values.iter().enumerate() {
-            if !(-1..=1).contains(&t) {
-                return Err(KernelError::NotTernary {
-                    op: "TernaryMatrix::from_ternary",
-                    index: i,
-                    value: t,
-                });
-            }
-            let (r, c) = (i / cols, i % cols);
-            let byte = &mut packed[r * row_bytes + c / 4];
-            let shift = 2 * (c % 4);
-            *byte = (*byte & !(3 << shift)) | (((t + 1) as u8) << shift);
+        if let Some(index) = values.iter().position(|t| !(-1..=1).contains(t)) {
+            return Err(KernelError::NotTernary {
+                op: "TernaryMatrix::from_ternary",
+                index,
+                value: values[index],
+            });
         }
-        Ok(Self {
+        let blocks = cols.div_ceil(BLOCK_COLS);
+        let mut m = Self {
             rows,
             cols,
-            row_bytes,
-            packed,
+            blocks,
+            packed: vec![ZERO_CODES; rows.next_multiple_of(ROW_GROUP) * blocks * BLOCK_BYTES],
             beta,
-        })
+        };
+        if cols > 0 {
+            for (r, src) in values.chunks_exact(cols).enumerate() {
+                for (b, block) in src.chunks(BLOCK_COLS).enumerate() {
+                    let at = m.byte_index(r, b * BLOCK_COLS);
+                    pack_block(block, &mut m.packed[at..at + BLOCK_BYTES]);
+                }
+            }
+        }
+        Ok(m)
     }
 
     /// Ternarizes row-major latent weights with the rule of FORMATS.md §1:
@@ -92,9 +119,29 @@ impl TernaryMatrix {
         self.cols
     }
 
-    /// Bytes per packed row (`ceil(cols / 4)`).
+    /// Blocks of [`BLOCK_COLS`] columns per row (`ceil(cols / 128)`).
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// `cols` rounded up to a whole number of blocks: the activation length the kernels read.
+    pub fn padded_cols(&self) -> usize {
+        self.blocks * BLOCK_COLS
+    }
+
+    /// `rows` rounded up to a whole number of row groups: the rows the packed bytes hold.
+    pub fn padded_rows(&self) -> usize {
+        self.rows.next_multiple_of(ROW_GROUP)
+    }
+
+    /// Packed bytes per row (`blocks · 32`).
     pub fn row_bytes(&self) -> usize {
-        self.row_bytes
+        self.blocks * BLOCK_BYTES
+    }
+
+    /// Packed bytes per group of [`ROW_GROUP`] rows.
+    pub fn group_bytes(&self) -> usize {
+        ROW_GROUP * self.row_bytes()
     }
 
     /// The per-tensor scale β (output = i32 accumulator · β / s).
@@ -102,50 +149,73 @@ impl TernaryMatrix {
         self.beta
     }
 
-    /// The packed bytes, row-major, `rows × row_bytes`.
+    /// The packed bytes: `padded_rows / 4` groups of `group_bytes`.
     pub fn packed(&self) -> &[u8] {
         &self.packed
     }
 
-    /// The packed bytes of one row.
-    pub fn packed_row(&self, row: usize) -> &[u8] {
-        &self.packed[row * self.row_bytes..(row + 1) * self.row_bytes]
+    /// Index in [`TernaryMatrix::packed`] of the byte holding (`row`, `col`); its bit pair is
+    /// `(col % 128) / 32`. Valid for padding rows and columns too.
+    #[inline]
+    pub fn byte_index(&self, row: usize, col: usize) -> usize {
+        (row / ROW_GROUP) * self.group_bytes()
+            + (col / BLOCK_COLS) * (ROW_GROUP * BLOCK_BYTES)
+            + (row % ROW_GROUP) * BLOCK_BYTES
+            + col % BLOCK_BYTES
     }
 
     /// The ternary value at (`row`, `col`).
     pub fn get(&self, row: usize, col: usize) -> i8 {
-        decode(self.packed[row * self.row_bytes + col / 4], col % 4)
+        debug_assert!(
+            row < self.rows && col < self.cols,
+            "({row}, {col}) is outside"
+        );
+        decode(
+            self.packed[self.byte_index(row, col)],
+            (col % BLOCK_COLS) / BLOCK_BYTES,
+        )
     }
 
     /// All values, row-major, as -1/0/+1.
     pub fn to_ternary(&self) -> Vec<i8> {
         let mut out = Vec::with_capacity(self.rows * self.cols);
         for r in 0..self.rows {
-            for c in 0..self.cols {
-                out.push(self.get(r, c));
-            }
+            out.extend((0..self.cols).map(|c| self.get(r, c)));
         }
         out
     }
 
     /// Counts of -1, 0 and +1 (padding excluded).
     pub fn histogram(&self) -> TernaryHistogram {
-        let mut h = TernaryHistogram::default();
-        for r in 0..self.rows {
-            for c in 0..self.cols {
-                match self.get(r, c) {
-                    -1 => h.minus += 1,
-                    0 => h.zero += 1,
-                    _ => h.plus += 1,
-                }
+        let mut counts = [0u64; 4];
+        for &byte in &self.packed {
+            for slot in 0..4 {
+                counts[(byte >> (2 * slot) & 3) as usize] += 1;
             }
         }
-        h
+        // Every padding position holds code 1 (zero) by construction.
+        let padding = (self.padded_rows() * self.padded_cols() - self.rows * self.cols) as u64;
+        TernaryHistogram {
+            minus: counts[0],
+            zero: counts[1] - padding,
+            plus: counts[2],
+        }
     }
 
-    /// Bytes this matrix holds in memory (packed codes plus β).
+    /// Bytes this matrix holds in memory (packed codes, padding included, plus β).
     pub fn memory_bytes(&self) -> usize {
         self.packed.len() + std::mem::size_of::<f32>()
+    }
+}
+
+/// Packs up to 128 ternary values of one row into its 32-byte block (already filled with
+/// [`ZERO_CODES`], so the padding of a partial last block stays code 1).
+fn pack_block(cols: &[i8], bytes: &mut [u8]) {
+    for (slot, quarter) in cols.chunks(BLOCK_BYTES).enumerate() {
+        let shift = 2 * slot;
+        for (byte, &t) in bytes.iter_mut().zip(quarter) {
+            *byte = (*byte & !(3 << shift)) | (((t + 1) as u8) << shift);
+        }
     }
 }
 
@@ -175,19 +245,77 @@ mod tests {
 
     #[test]
     fn round_trips_odd_shapes() {
-        for (rows, cols) in [(1, 1), (3, 7), (5, 9), (2, 96)] {
+        for (rows, cols) in [
+            (1, 1),
+            (3, 7),
+            (5, 9),
+            (2, 96),
+            (4, 128),
+            (3, 129),
+            (9, 300),
+        ] {
             let values: Vec<i8> = (0..rows * cols).map(|i| (i % 3) as i8 - 1).collect();
             let m = TernaryMatrix::from_ternary(rows, cols, &values, 0.5).unwrap();
             assert_eq!(m.to_ternary(), values, "{rows}x{cols}");
-            assert_eq!(m.row_bytes(), cols.div_ceil(4));
+            assert_eq!(m.blocks(), cols.div_ceil(128));
+            assert_eq!(m.row_bytes(), cols.div_ceil(128) * 32);
+            assert_eq!(m.padded_cols(), cols.div_ceil(128) * 128);
+            assert_eq!(m.padded_rows(), rows.div_ceil(4) * 4);
+            assert_eq!(m.packed().len(), m.padded_rows() * m.row_bytes());
+            assert_eq!(m.memory_bytes(), m.packed().len() + 4);
         }
     }
 
     #[test]
-    fn layout_is_least_significant_first_with_code_t_plus_one() {
-        let m = TernaryMatrix::from_ternary(1, 5, &[-1, 0, 1, 1, -1], 1.0).unwrap();
-        // cols 0..3: codes 0,1,2,2 -> 0b10_10_01_00; col 4: code 0, padding code 1 x3.
-        assert_eq!(m.packed(), &[0b1010_0100, 0b0101_0100]);
+    fn layout_interleaves_quarters_of_a_block_and_blocks_of_a_row_group() {
+        // 5 rows of 130 columns: 2 blocks (row_bytes 64), 2 row groups (group_bytes 256).
+        let (rows, cols) = (5, 130);
+        let mut values = vec![0i8; rows * cols];
+        let mut set = |r: usize, c: usize, t: i8| values[r * cols + c] = t;
+        // Row 0, columns 0, 32, 64, 96: byte 0 of block 0, slots 0..3.
+        set(0, 0, -1);
+        set(0, 32, 1);
+        set(0, 96, 1);
+        // Row 0, column 33 (byte 1, slot 1) and 127 (byte 31, slot 3).
+        set(0, 33, -1);
+        set(0, 127, -1);
+        // Row 0, column 129: block 1, which follows block 0 of all four rows of the group.
+        set(0, 129, 1);
+        // Row 1, column 0: block 0 of row 1 follows block 0 of row 0.
+        set(1, 0, 1);
+        // Row 4, column 2: the second group starts at byte 256.
+        set(4, 2, -1);
+        let m = TernaryMatrix::from_ternary(rows, cols, &values, 1.0).unwrap();
+        let p = m.packed();
+        assert_eq!(p.len(), 8 * 64, "rows are padded to 8");
+        // byte 0: codes 0 (col 0), 2 (col 32), 1 (col 64), 2 (col 96) -> 0b10_01_10_00
+        assert_eq!(p[0], 0b1001_1000);
+        // byte 1: cols 1, 33, 65, 97 -> codes 1, 0, 1, 1 -> 0b01_01_00_01
+        assert_eq!(p[1], 0b0101_0001);
+        // byte 31: cols 31, 63, 95, 127 -> codes 1, 1, 1, 0 -> 0b00_01_01_01
+        assert_eq!(p[31], 0b0001_0101);
+        // row 1 block 0 byte 0: col 0 code 2, others 1 -> 0b01_01_01_10
+        assert_eq!(p[32], 0b0101_0110);
+        // row 0 block 1 (byte 128): col 128 code 1, padding 1 -> 0x55; byte 129: col 129 code 2.
+        assert_eq!(p[128], 0x55);
+        assert_eq!(p[129], 0b0101_0110);
+        // row 4 block 0 byte 2 (256 + 2): col 2 code 0 -> 0b01_01_01_00
+        assert_eq!(p[258], 0b0101_0100);
+        let touched = [0, 1, 31, 32, 129, 258];
+        for (i, &byte) in p.iter().enumerate() {
+            if !touched.contains(&i) {
+                assert_eq!(byte, 0x55, "byte {i} is zero weights or padding (code 1)");
+            }
+        }
+        assert_eq!(m.byte_index(0, 129), 129);
+        assert_eq!(m.byte_index(4, 2), 258);
+        assert_eq!(
+            m.byte_index(7, 129),
+            256 + 128 + 3 * 32 + 1,
+            "padding row 7"
+        );
+        assert_eq!((m.get(0, 32), m.get(0, 127), m.get(0, 129)), (1, -1, 1));
+        assert_eq!((m.get(1, 0), m.get(4, 2), m.get(4, 129)), (1, -1, 0));
     }
 
     #[test]
@@ -212,6 +340,15 @@ mod tests {
     fn histogram_counts_each_value() {
         let m = TernaryMatrix::from_ternary(2, 3, &[-1, 0, 1, 1, 1, 0], 1.0).unwrap();
         let h = m.histogram();
-        assert_eq!((h.minus, h.zero, h.plus), (1, 2, 3));
+        assert_eq!(
+            (h.minus, h.zero, h.plus),
+            (1, 2, 3),
+            "padding is not counted"
+        );
+        let wide: Vec<i8> = (0..3 * 200).map(|i| (i % 3) as i8 - 1).collect();
+        let h = TernaryMatrix::from_ternary(3, 200, &wide, 1.0)
+            .unwrap()
+            .histogram();
+        assert_eq!((h.minus, h.zero, h.plus), (200, 200, 200));
     }
 }

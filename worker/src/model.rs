@@ -106,7 +106,10 @@ impl<B: Backend> Model<B> {
             }
             chunk.cache.check_room(chunk.tokens.len())?;
         }
-        match self.forward_unchecked(batch, options) {
+        match self
+            .backend
+            .scope(|| self.forward_unchecked(batch, options))
+        {
             Ok(out) => {
                 for chunk in batch.iter_mut() {
                     chunk.cache.advance(chunk.tokens.len());

@@ -166,8 +166,7 @@ impl SyntheticSpec {
             })
             .collect();
         let embedding = dense(&mut rng, self.vocab_size, h, 1.0);
-        let lm_head =
-            (!self.tie_word_embeddings).then(|| dense(&mut rng, self.vocab_size, h, 1.0));
+        let lm_head = (!self.tie_word_embeddings).then(|| dense(&mut rng, self.vocab_size, h, 1.0));
         ModelWeights {
             config,
             embedding,

@@ -88,8 +88,15 @@ fn cpu_backend_equals_reference_backend() {
     let b = refm
         .forward(&prompt, &mut refm.new_cache(8), all_logits())
         .unwrap();
+    // Integers are exact on every path; floats differ only by SIMD reassociation.
     assert_eq!(a.first_layer_q, b.first_layer_q);
-    assert_eq!(a.logits, b.logits);
+    let max = b.logits.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    for (i, (x, y)) in a.logits.iter().zip(&b.logits).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * max,
+            "logit {i}: cpu {x} vs reference {y}"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,256 @@
+//! Row-wise and element-wise ops of the CPU backend (embedding, norms, activation quantization,
+//! RoPE, attention, gating), per [`super::CpuPath`]. Called by [`super::CpuBackend`]; each op
+//! checks its shapes as [`crate::reference`] does, then runs one kernel family: [`scalar`],
+//! `avx2` or `avx512` (x86-64), which expose the same functions; [`mod@attention`] holds the
+//! attention driver and its threading.
+//!
+//! Numerics against the reference:
+//! - bit-identical: embedding, quantize_rows (`q` and `s`), dequantize_rows, scale_columns,
+//!   add_assign, relu2_mul, RoPE (same `powf`/`sin_cos` per pair, rotation without FMA);
+//! - RMSNorm / LayerNorm: the same f64 sums of the same f32 terms, in lane order instead of
+//!   sequential order: the f64 sums may differ in their last bit, which moves the f32 result
+//!   only when it lands on a rounding boundary (about 2^-29 of rows);
+//! - silu_mul and softmax use a vectorized `exp` (Cephes polynomial, ≤ 2 ulp) on the SIMD
+//!   paths; attention's dot products and weighted sums are reassociated.
+
+pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod scalar;
+
+use super::{CpuBackend, CpuPath};
+use crate::error::{check_len, KernelError};
+use crate::{DenseData, DenseMatrix};
+use half::slice::HalfFloatSliceExt;
+
+pub use attention::attention;
+
+/// Pairs of a RoPE head rotated per table refill (stack tables of this many sines and cosines).
+pub const ROPE_PAIRS: usize = 128;
+
+/// Calls `$f(args)` from the kernel family of `$path`.
+macro_rules! dispatch {
+    ($path:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a `CpuBackend` only holds a path its processor has (`with_path` checks
+            // it), so every feature the AVX-512 kernel enables is present; the kernels take
+            // slices and stay inside them.
+            CpuPath::Avx512Vnni => unsafe { avx512::$f($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, for AVX2 + FMA + F16C.
+            CpuPath::Avx2 => unsafe { avx2::$f($($arg),*) },
+            _ => scalar::$f($($arg),*),
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// Rows of `cols` in a buffer of `len`, or the reference's shape error.
+fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize, KernelError> {
+    if cols == 0 || !len.is_multiple_of(cols) {
+        return Err(KernelError::Shape {
+            op,
+            reason: format!("buffer of {len} elements is not a whole number of rows of {cols}"),
+        });
+    }
+    Ok(len / cols)
+}
+
+/// See [`crate::Backend::embedding`]: one row copied or widened per token.
+pub fn embedding(
+    b: &CpuBackend,
+    table: &DenseMatrix,
+    ids: &[u32],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let cols = table.cols();
+    check_len("embedding", "out", ids.len() * cols, out.len())?;
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows()) {
+        return Err(KernelError::TokenOutOfRange {
+            op: "embedding",
+            id,
+            vocab: table.rows(),
+        });
+    }
+    for (&id, o) in ids.iter().zip(out.chunks_exact_mut(cols.max(1))) {
+        let range = id as usize * cols..(id as usize + 1) * cols;
+        match table.data() {
+            DenseData::F32(v) => o.copy_from_slice(&v[range]),
+            DenseData::F16(v) => dispatch!(b.path(), widen_f16(v[range].reinterpret_cast(), o)),
+            DenseData::BF16(v) => dispatch!(b.path(), widen_bf16(v[range].reinterpret_cast(), o)),
+            DenseData::I8 { values, scales } => {
+                dispatch!(b.path(), widen_i8(&values[range], scales[id as usize], o))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// See [`crate::Backend::rms_norm`].
+pub fn rms_norm(
+    b: &CpuBackend,
+    x: &[f32],
+    weight: Option<&[f32]>,
+    eps: f32,
+    cols: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_len("rms_norm", "out", x.len(), out.len())?;
+    rows_of("rms_norm", x.len(), cols)?;
+    if let Some(w) = weight {
+        check_len("rms_norm", "weight", cols, w.len())?;
+    }
+    for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let sum_sq = dispatch!(b.path(), sum_sq_f64(xr));
+        let mean_sq = (sum_sq / cols as f64) as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        dispatch!(b.path(), scale_into(xr, inv, weight, or));
+    }
+    Ok(())
+}
+
+/// See [`crate::Backend::layer_norm`].
+pub fn layer_norm(
+    b: &CpuBackend,
+    x: &[f32],
+    eps: f32,
+    cols: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_len("layer_norm", "out", x.len(), out.len())?;
+    rows_of("layer_norm", x.len(), cols)?;
+    for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let mean = (dispatch!(b.path(), sum_f64(xr)) / cols as f64) as f32;
+        let var = (dispatch!(b.path(), sum_sq_dev_f64(xr, mean)) / cols as f64) as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        dispatch!(b.path(), center_scale_into(xr, mean, inv, or));
+    }
+    Ok(())
+}
+
+/// See [`crate::Backend::quantize_rows`]: bit-exact with the reference.
+pub fn quantize_rows(
+    b: &CpuBackend,
+    x: &[f32],
+    cols: usize,
+    q: &mut [i8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    let rows = rows_of("quantize_rows", x.len(), cols)?;
+    check_len("quantize_rows", "q", x.len(), q.len())?;
+    check_len("quantize_rows", "scales", rows, scales.len())?;
+    for ((xr, qr), s) in x
+        .chunks_exact(cols)
+        .zip(q.chunks_exact_mut(cols))
+        .zip(scales.iter_mut())
+    {
+        *s = 127.0 / dispatch!(b.path(), absmax(xr)).max(1e-5);
+        dispatch!(b.path(), quantize(xr, *s, qr));
+    }
+    Ok(())
+}
+
+/// See [`crate::Backend::dequantize_rows`]: bit-exact with the reference.
+pub fn dequantize_rows(
+    b: &CpuBackend,
+    acc: &[i32],
+    beta: f32,
+    scales: &[f32],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_len("dequantize_rows", "out", acc.len(), out.len())?;
+    if scales.is_empty() || !acc.len().is_multiple_of(scales.len()) {
+        return Err(KernelError::Shape {
+            op: "dequantize_rows",
+            reason: format!("{} accumulators for {} rows", acc.len(), scales.len()),
+        });
+    }
+    let cols = acc.len() / scales.len();
+    if cols == 0 {
+        return Ok(());
+    }
+    for ((ar, or), s) in acc
+        .chunks_exact(cols)
+        .zip(out.chunks_exact_mut(cols))
+        .zip(scales)
+    {
+        dispatch!(b.path(), dequantize(ar, beta / s, or));
+    }
+    Ok(())
+}
+
+/// See [`crate::Backend::scale_columns`].
+pub fn scale_columns(b: &CpuBackend, x: &mut [f32], factors: &[f32]) -> Result<(), KernelError> {
+    rows_of("scale_columns", x.len(), factors.len())?;
+    for row in x.chunks_exact_mut(factors.len()) {
+        dispatch!(b.path(), mul_assign(row, factors));
+    }
+    Ok(())
+}
+
+/// See [`crate::Backend::rope`]: per call, the inverse frequencies of up to [`ROPE_PAIRS`]
+/// pairs are computed once (as [`crate::reference::rope_inv_freq`] does) and per token the
+/// sines and cosines once for all heads, in stack tables; the rotation is vectorized.
+pub fn rope(
+    b: &CpuBackend,
+    x: &mut [f32],
+    positions: &[usize],
+    n_heads: usize,
+    head_dim: usize,
+    theta: f32,
+) -> Result<(), KernelError> {
+    check_len("rope", "x", positions.len() * n_heads * head_dim, x.len())?;
+    if !head_dim.is_multiple_of(2) {
+        return Err(KernelError::Shape {
+            op: "rope",
+            reason: format!("head_dim {head_dim} is odd"),
+        });
+    }
+    let half = head_dim / 2;
+    let (mut inv_freq, mut sin, mut cos) =
+        ([0.0f32; ROPE_PAIRS], [0.0; ROPE_PAIRS], [0.0; ROPE_PAIRS]);
+    for p0 in (0..half).step_by(ROPE_PAIRS) {
+        let pairs = (half - p0).min(ROPE_PAIRS);
+        for (i, f) in inv_freq[..pairs].iter_mut().enumerate() {
+            *f = 1.0 / theta.powf((2 * (p0 + i)) as f32 / head_dim as f32);
+        }
+        for (t, &pos) in positions.iter().enumerate() {
+            for ((f, s), c) in inv_freq[..pairs].iter().zip(&mut sin).zip(&mut cos) {
+                (*s, *c) = (pos as f32 * f).sin_cos();
+            }
+            let row = &mut x[t * n_heads * head_dim..][..n_heads * head_dim];
+            for head in row.chunks_exact_mut(head_dim) {
+                let (lo, hi) = head.split_at_mut(half);
+                let (x0, x1) = (&mut lo[p0..p0 + pairs], &mut hi[p0..p0 + pairs]);
+                dispatch!(b.path(), rotate(x0, x1, &cos[..pairs], &sin[..pairs]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// See [`crate::Backend::silu_mul`].
+pub fn silu_mul(b: &CpuBackend, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
+    check_len("silu_mul", "up", g.len(), u.len())?;
+    check_len("silu_mul", "out", g.len(), o.len())?;
+    dispatch!(b.path(), silu_mul(g, u, o));
+    Ok(())
+}
+
+/// See [`crate::Backend::relu2_mul`]: bit-exact with the reference.
+pub fn relu2_mul(b: &CpuBackend, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
+    check_len("relu2_mul", "up", g.len(), u.len())?;
+    check_len("relu2_mul", "out", g.len(), o.len())?;
+    dispatch!(b.path(), relu2_mul(g, u, o));
+    Ok(())
+}
+
+/// See [`crate::Backend::add_assign`]: bit-exact with the reference.
+pub fn add_assign(b: &CpuBackend, x: &mut [f32], y: &[f32]) -> Result<(), KernelError> {
+    check_len("add_assign", "y", x.len(), y.len())?;
+    dispatch!(b.path(), add_assign(x, y));
+    Ok(())
+}
