@@ -45,6 +45,9 @@ pub struct ModelArgs {
     /// Measure prefill only when batch × prompt length is at most this many tokens.
     #[arg(long, default_value_t = 2048)]
     pub max_prefill_tokens: usize,
+    /// LM head arithmetic: f16 (as stored) or int8 with per-row scales (a numerics change).
+    #[arg(long, default_value = "f16", value_parser = ["f16", "int8"])]
+    pub lm_head: String,
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 prompt_lens: a.prompt_len,
                 gen_len: a.gen_len,
                 max_prefill_tokens: a.max_prefill_tokens,
+                lm_head_int8: a.lm_head == "int8",
                 json: a.json,
             })?;
         }

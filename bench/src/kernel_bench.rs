@@ -101,7 +101,7 @@ pub fn run(opts: &KernelBenchOptions) -> Result<Vec<KernelResult>> {
             .map(|i| ((i * 7 + i / 3) % 3) as i8 - 1)
             .collect();
         let ternary = TernaryMatrix::from_ternary(rows, cols, &values, 0.01)?;
-        let ternary_bytes = rows * cols / 4;
+        let ternary_bytes = ternary.packed().len();
         let f16_weights: Vec<f16> = values
             .iter()
             .map(|&v| f16::from_f32(v as f32 * 0.01))

@@ -22,6 +22,8 @@ pub struct ModelBenchOptions {
     pub gen_len: usize,
     /// Prefill is measured for a batch only when `batch × prompt_len` is at most this.
     pub max_prefill_tokens: usize,
+    /// Replace the LM head by an int8 copy with per-row scales (`--lm-head int8`).
+    pub lm_head_int8: bool,
     pub json: Option<PathBuf>,
 }
 
@@ -47,8 +49,13 @@ pub struct ModelReport {
     pub device: String,
     pub threads: usize,
     pub cpu_path: String,
+    /// "f16" or "int8".
+    pub lm_head: String,
     pub read_bandwidth_gb_s: f64,
+    /// Weight bytes one decode step reads (projections, LM head, norms).
     pub weight_bytes: u64,
+    /// Weight bytes held in memory (adds the embedding table when it is not the head).
+    pub weight_memory_bytes: u64,
     pub build_seconds: f64,
     pub results: Vec<ModelResult>,
 }
@@ -77,9 +84,20 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
         presets::weight_bytes(&spec) as f64 / 1e9
     );
     let start = Instant::now();
-    let weights = spec.build();
+    let mut weights = spec.build();
+    if opts.lm_head_int8 {
+        weights.lm_head = Some(weights.lm_head().to_int8());
+    }
     let build_seconds = start.elapsed().as_secs_f64();
-    let weight_bytes = weights.memory_bytes() as u64;
+    // Bytes a decode step reads: every projection, the LM head, the norms (the embedding table
+    // of a tied model is read once per token row, not whole; an int8 head is read instead).
+    let weight_memory_bytes = weights.memory_bytes() as u64;
+    let weight_bytes = weight_memory_bytes
+        - if weights.lm_head.is_some() {
+            weights.embedding.memory_bytes() as u64
+        } else {
+            0
+        };
     let model = Model::new(weights, backend);
     let bandwidth = read_bandwidth_gb_s(model.backend().pool(), 5);
     eprintln!(
@@ -119,8 +137,10 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
         device: "cpu".into(),
         threads: model.backend().threads(),
         cpu_path: model.backend().path().name().into(),
+        lm_head: if opts.lm_head_int8 { "int8" } else { "f16" }.into(),
         read_bandwidth_gb_s: bandwidth,
         weight_bytes,
+        weight_memory_bytes,
         build_seconds,
         results,
     };
