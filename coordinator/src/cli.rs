@@ -81,6 +81,10 @@ pub struct GenerateArgs {
     /// Compute threads (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// LM head arithmetic: as stored (f16/bf16/f32) or int8 with per-row scales, which reads
+    /// half the bytes of an f16 head per token but moves the logits slightly.
+    #[arg(long, default_value = "stored", value_parser = ["stored", "int8"])]
+    pub lm_head: String,
 }
 
 /// Runs a parsed command line, printing results on stdout.
@@ -120,6 +124,7 @@ fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
         },
         chat: args.chat,
         dump_logits: args.dump_logits,
+        lm_head_int8: args.lm_head == "int8",
         threads: args
             .threads
             .unwrap_or_else(bitnet_kernels::cpu::physical_cores),

@@ -30,6 +30,8 @@ pub struct GenerateOptions {
     pub chat: bool,
     /// Write the prompt logits (`prompt_len × vocab`, f32) to this safetensors file.
     pub dump_logits: Option<PathBuf>,
+    /// Replace the LM head by an int8 copy with per-row scales (a numerics change).
+    pub lm_head_int8: bool,
     pub threads: usize,
 }
 
@@ -46,7 +48,7 @@ pub struct GenerateOutput {
 
 /// Loads the model (or the demo), runs one generation and writes the logits dump if asked.
 pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, CoordinatorError> {
-    let (weights, tokenizer) = match &opts.model_dir {
+    let (mut weights, tokenizer) = match &opts.model_dir {
         Some(dir) => {
             let weights = bitnet_checkpoints::load_model(dir)?;
             (weights, TextTokenizer::from_dir(dir)?)
@@ -57,6 +59,9 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, Coordinato
         }
     };
     let prompt_ids = prompt_ids(opts, &weights, tokenizer.as_ref())?;
+    if opts.lm_head_int8 {
+        weights.lm_head = Some(weights.lm_head().to_int8());
+    }
     let backend = CpuBackend::from_env(opts.threads)
         .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
     let model = Model::new(weights, backend);
