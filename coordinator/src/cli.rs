@@ -17,11 +17,48 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve a model over gRPC (bitnet.v1.Serving, health, reflection); the demo model without --model.
+    Up(UpArgs),
     /// Generate a continuation of one prompt on the CPU (built-in demo model without --model).
     Generate(GenerateArgs),
     /// Checkpoint tools.
     #[command(subcommand)]
     Ckpt(CkptCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Model directory; omit to serve the built-in demo model (random weights).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tensor-parallel ranks (only 1 until worker processes land).
+    #[arg(long, default_value_t = 1)]
+    pub tp: usize,
+    /// cpu (cuda arrives with the CUDA issue).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 50051)]
+    pub port: u16,
+    /// Sequences running at once at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_num_seqs: usize,
+    /// Tokens per engine step at most (prefill chunks and decodes together).
+    #[arg(long, default_value_t = 2048)]
+    pub max_batched_tokens: usize,
+    /// Context length served (capped by the model's max_position_embeddings).
+    #[arg(long, default_value_t = 4096)]
+    pub max_model_len: usize,
+    /// KV blocks of 16 tokens (default: every sequence at full length).
+    #[arg(long)]
+    pub num_kv_blocks: Option<usize>,
+    /// Requests admitted (running + waiting) before RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 256)]
+    pub max_admitted: usize,
+    /// Compute threads (default: physical cores).
+    #[arg(long)]
+    pub threads_per_worker: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +127,7 @@ pub struct GenerateArgs {
 /// Runs a parsed command line, printing results on stdout.
 pub fn run(cli: Cli) -> Result<(), CoordinatorError> {
     match cli.command {
+        Command::Up(args) => up(args),
         Command::Generate(args) => generate(args),
         Command::Ckpt(CkptCommand::Inspect(args)) => {
             let report = bitnet_checkpoints::inspect(&args.dir)?;
@@ -152,4 +190,77 @@ fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
         );
     }
     Ok(())
+}
+
+fn up(args: UpArgs) -> Result<(), CoordinatorError> {
+    if args.tp != 1 {
+        return Err(CoordinatorError::InvalidRequest(
+            "--tp: only 1 rank is served so far (worker processes and the TCP ring come next)"
+                .into(),
+        ));
+    }
+    if args.device != "cpu" {
+        return Err(CoordinatorError::InvalidRequest(format!(
+            "--device {}: only cpu is available in this build",
+            args.device
+        )));
+    }
+    let opts = crate::serve::ServeOptions {
+        model_dir: args.model,
+        max_num_seqs: args.max_num_seqs,
+        max_batched_tokens: args.max_batched_tokens,
+        max_model_len: args.max_model_len,
+        num_kv_blocks: args.num_kv_blocks,
+        max_admitted: args.max_admitted,
+        threads: args
+            .threads_per_worker
+            .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| CoordinatorError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    runtime.block_on(async move {
+        let served = crate::serve::build(&opts)?;
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| CoordinatorError::Io {
+                path: addr.clone(),
+                source,
+            })?;
+        eprintln!(
+            "bitnet-cluster: serving {} on {} (bitnet.v1.Serving, grpc.health.v1, reflection); Ctrl-C or SIGTERM stops",
+            served.description,
+            listener.local_addr().map(|a| a.to_string()).unwrap_or(addr)
+        );
+        crate::serve::serve_on(listener, served, shutdown_signal()).await
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    eprintln!("bitnet-cluster: shutting down");
 }

@@ -8,8 +8,13 @@
 pub mod chat;
 pub mod cli;
 pub mod demo;
+pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod scheduler;
+pub mod serve;
+pub mod server;
 pub mod tokenizer;
+pub mod validation;
 
 pub use error::CoordinatorError;

@@ -1,5 +1,7 @@
 //! Errors of the worker: kernel failures, bad token ids, a full KV cache, bad sampling parameters.
 
+use crate::collective::CollectiveError;
+use crate::shard::ShardError;
 use bitnet_kernels::KernelError;
 use thiserror::Error;
 
@@ -16,4 +18,8 @@ pub enum WorkerError {
     ContextFull { needed: usize, capacity: usize },
     #[error("invalid sampling parameter {name}: {message}")]
     Sampling { name: &'static str, message: String },
+    #[error("collective error: {0}")]
+    Collective(#[from] CollectiveError),
+    #[error("cannot shard the model: {0}")]
+    Shard(#[from] ShardError),
 }

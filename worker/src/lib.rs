@@ -1,4 +1,5 @@
-//! `bitnet-worker`: one tensor-parallel rank (today: the whole model on one rank).
+//! `bitnet-worker`: one tensor-parallel rank: a whole model ([`Model`]) or a shard of it
+//! ([`ShardedModel`]).
 //!
 //! - [`model`]: [`Model`], the forward pass of every family over a [`bitnet_kernels::Backend`].
 //! - [`projection`]: how each [`bitnet_checkpoints::Projection`] variant is applied.
@@ -6,22 +7,36 @@
 //! - [`sampler`]: [`Sampler`], greedy and seeded temperature / top-k / top-p sampling.
 //! - [`generator`]: [`Generator`], prefill then one-token decode steps for one prompt.
 //! - [`synthetic`]: [`SyntheticSpec`], random-weight models of a given shape (demo, benchmarks).
+//! - [`collective`]: the [`Collective`] seam (single rank, local threads, TCP ring).
+//! - [`shard`]: [`ShardPlan`] cuts a model into a rank's [`ModelShard`] (Megatron-style).
+//! - [`sharded_model`]: [`ShardedModel`], one rank's forward pass, bit-identical to [`Model`].
+//! - [`sharded_generator`]: [`ShardedGenerator`], generation on one rank of a group.
 //!
 //! Neighbours: weights come from `bitnet-checkpoints`, compute from `bitnet-kernels`; the
 //! coordinator (`bitnet-cluster generate`) drives a [`Generator`] in process. The cluster issue
-//! adds the paged cache, sharding, collectives and the worker gRPC service.
+//! still adds the paged cache and the worker gRPC service.
 
+pub mod collective;
 pub mod error;
 pub mod generator;
 pub mod kv_cache;
 pub mod model;
 pub mod projection;
 pub mod sampler;
+pub mod shard;
+pub mod sharded_generator;
+pub mod sharded_model;
 pub mod synthetic;
 
+pub use collective::{
+    Collective, CollectiveError, LocalCollective, LocalGroup, SingleRank, TcpRing, TcpRingConfig,
+};
 pub use error::WorkerError;
 pub use generator::{FinishReason, Generation, GenerationRequest, Generator};
 pub use kv_cache::KvCache;
 pub use model::{ForwardOptions, ForwardOutput, Model, QuantTrace, SequenceChunk};
 pub use sampler::{Sampler, SamplingParams};
+pub use shard::{ModelShard, ShardLayout, ShardPlan};
+pub use sharded_generator::ShardedGenerator;
+pub use sharded_model::ShardedModel;
 pub use synthetic::SyntheticSpec;

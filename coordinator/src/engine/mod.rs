@@ -1,0 +1,339 @@
+//! The engine: one OS thread that owns all mutable scheduling state (scheduler, executor,
+//! per-request output state). Others talk to it through [`EngineHandle`] (a command channel);
+//! it answers each request on that request's own event channel. Each iteration:
+//! commands → `scheduler.schedule(now)` → `executor.step` → `scheduler.update` → output
+//! processing → [`StreamEvent`]s. A request whose receiver is gone (the client dropped its
+//! stream) is aborted at the next iteration, which frees its KV blocks.
+
+pub mod executor;
+pub mod output;
+
+use crate::scheduler::{FinishReason, SchedRequest, Scheduler, SchedulerStats, SeqId};
+use crate::tokenizer::TextTokenizer;
+use crate::validation::ValidRequest;
+use bitnet_worker::SamplingParams;
+pub use executor::{Executor, ExecutorError, InProcessExecutor};
+use output::{Finish, OutputState};
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Cumulative token counts of a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// What a request's stream receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// New tokens and the text they complete.
+    Tokens {
+        token_ids: Vec<u32>,
+        text: String,
+        usage: TokenUsage,
+    },
+    /// The request ended (always the last event).
+    Finished {
+        reason: Finish,
+        output_ids: Vec<u32>,
+        matched_stop: Option<String>,
+        usage: TokenUsage,
+        message: Option<String>,
+    },
+}
+
+enum Command {
+    Add {
+        request: ValidRequest,
+        events: UnboundedSender<StreamEvent>,
+    },
+    Abort {
+        request_id: String,
+    },
+    Shutdown,
+}
+
+/// A cloneable handle to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: Sender<Command>,
+    stats: Arc<Mutex<SchedulerStats>>,
+}
+
+impl EngineHandle {
+    /// Queues a validated request; its events arrive on `events`.
+    pub fn add(&self, request: ValidRequest, events: UnboundedSender<StreamEvent>) -> bool {
+        self.commands.send(Command::Add { request, events }).is_ok()
+    }
+
+    /// Aborts a request by id (unknown ids are ignored).
+    pub fn abort(&self, request_id: &str) -> bool {
+        self.commands
+            .send(Command::Abort {
+                request_id: request_id.to_string(),
+            })
+            .is_ok()
+    }
+
+    /// Running/waiting counts and KV usage as of the last iteration.
+    pub fn stats(&self) -> SchedulerStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Asks the engine thread to finish every open request with `abort` and stop.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+struct Active {
+    request_id: String,
+    events: UnboundedSender<StreamEvent>,
+    output: OutputState,
+}
+
+/// The engine's state, run on its own thread by [`spawn`].
+struct Engine {
+    scheduler: Scheduler,
+    executor: Box<dyn Executor>,
+    tokenizer: Option<Arc<TextTokenizer>>,
+    active: HashMap<SeqId, Active>,
+    ids: HashMap<String, SeqId>,
+    next_seq: SeqId,
+    started: Instant,
+    stats: Arc<Mutex<SchedulerStats>>,
+}
+
+/// Starts the engine thread.
+pub fn spawn(
+    scheduler: Scheduler,
+    executor: Box<dyn Executor>,
+    tokenizer: Option<Arc<TextTokenizer>>,
+) -> (EngineHandle, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let stats = Arc::new(Mutex::new(scheduler.stats()));
+    let engine = Engine {
+        scheduler,
+        executor,
+        tokenizer,
+        active: HashMap::new(),
+        ids: HashMap::new(),
+        next_seq: 1,
+        started: Instant::now(),
+        stats: stats.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("bitnet-engine".into())
+        .spawn(move || engine.run(rx))
+        .expect("spawning the engine thread");
+    (
+        EngineHandle {
+            commands: tx,
+            stats,
+        },
+        thread,
+    )
+}
+
+fn finish_of(reason: FinishReason) -> Finish {
+    match reason {
+        FinishReason::Eos(_) | FinishReason::StopToken(_) => Finish::Stop,
+        FinishReason::MaxTokens | FinishReason::ContextFull => Finish::Length,
+        FinishReason::Abort => Finish::Abort,
+    }
+}
+
+impl Engine {
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            // Block while idle; otherwise take whatever arrived.
+            if !self.scheduler.has_unfinished() {
+                match rx.recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            return self.close_all("the server is shutting down");
+                        }
+                    }
+                    Err(_) => return self.close_all("the server is shutting down"),
+                }
+            }
+            while let Ok(cmd) = rx.try_recv() {
+                if !self.handle(cmd) {
+                    return self.close_all("the server is shutting down");
+                }
+            }
+            self.drop_abandoned();
+            if let Err(message) = self.iterate() {
+                tracing::error!("engine step failed: {message}");
+                self.close_all(&message);
+            }
+            if let Ok(mut s) = self.stats.lock() {
+                *s = self.scheduler.stats();
+            }
+        }
+    }
+
+    /// Applies one command; false on shutdown.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Add { request, events } => self.add(request, events),
+            Command::Abort { request_id } => {
+                if let Some(&seq) = self.ids.get(&request_id) {
+                    self.scheduler.abort(seq);
+                    self.finish(seq, Finish::Abort, None, None);
+                }
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn add(&mut self, req: ValidRequest, events: UnboundedSender<StreamEvent>) {
+        let fail = |message: String| {
+            let _ = events.send(StreamEvent::Finished {
+                reason: Finish::Error,
+                output_ids: Vec::new(),
+                matched_stop: None,
+                usage: TokenUsage::default(),
+                message: Some(message),
+            });
+        };
+        if self.ids.contains_key(&req.request_id) {
+            return fail(format!("request id {} is already running", req.request_id));
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let sampling = SamplingParams {
+            temperature: req.sampling.temperature,
+            top_k: req.sampling.top_k as usize,
+            top_p: req.sampling.top_p,
+            seed: req.sampling.seed,
+        };
+        if let Err(e) = self.executor.register(seq, sampling) {
+            return fail(e.to_string());
+        }
+        let mut sched = SchedRequest::new(
+            seq,
+            req.prompt_ids.clone(),
+            req.max_tokens,
+            self.started.elapsed().as_secs_f64(),
+        );
+        sched.min_tokens = req.min_tokens;
+        sched.stop_token_ids = req.stop_token_ids.clone();
+        sched.ignore_eos = req.ignore_eos;
+        if let Err(e) = self.scheduler.add_request(sched) {
+            return fail(e.to_string());
+        }
+        self.ids.insert(req.request_id.clone(), seq);
+        self.active.insert(
+            seq,
+            Active {
+                request_id: req.request_id,
+                events,
+                output: OutputState::new(req.prompt_ids.len() as u32, req.stop),
+            },
+        );
+    }
+
+    /// Aborts requests whose client went away.
+    fn drop_abandoned(&mut self) {
+        let gone: Vec<SeqId> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.events.is_closed())
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in gone {
+            self.scheduler.abort(seq);
+            self.finish(seq, Finish::Abort, None, None);
+        }
+    }
+
+    /// One schedule → execute → update round.
+    fn iterate(&mut self) -> Result<(), String> {
+        let out = self
+            .scheduler
+            .schedule(self.started.elapsed().as_secs_f64());
+        if out.is_empty() && out.finished_seq_ids.is_empty() {
+            return Ok(());
+        }
+        let step = self.executor.step(&out).map_err(|e| e.to_string())?;
+        let updates = self
+            .scheduler
+            .update(&out, &step)
+            .map_err(|e| e.to_string())?;
+        for u in updates {
+            let Some(active) = self.active.get_mut(&u.id) else {
+                continue;
+            };
+            let delta = active
+                .output
+                .push(&u.new_token_ids, self.tokenizer.as_deref());
+            let usage = TokenUsage {
+                prompt_tokens: active.output.prompt_tokens,
+                completion_tokens: active.output.completion_tokens(),
+            };
+            if !delta.token_ids.is_empty() || !delta.text.is_empty() {
+                let _ = active.events.send(StreamEvent::Tokens {
+                    token_ids: delta.token_ids,
+                    text: delta.text,
+                    usage,
+                });
+            }
+            if let Some(stop) = delta.matched_stop {
+                self.scheduler.abort(u.id);
+                self.finish(u.id, Finish::Stop, Some(stop), None);
+            } else if let Some(reason) = u.finished {
+                self.finish(u.id, finish_of(reason), None, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the final event of a request and forgets it.
+    fn finish(
+        &mut self,
+        seq: SeqId,
+        reason: Finish,
+        stop: Option<String>,
+        message: Option<String>,
+    ) {
+        if let Some(mut active) = self.active.remove(&seq) {
+            self.ids.remove(&active.request_id);
+            let usage = TokenUsage {
+                prompt_tokens: active.output.prompt_tokens,
+                completion_tokens: active.output.completion_tokens(),
+            };
+            if stop.is_none() && reason != Finish::Error {
+                let rest = active.output.flush(self.tokenizer.as_deref());
+                if !rest.is_empty() {
+                    let _ = active.events.send(StreamEvent::Tokens {
+                        token_ids: Vec::new(),
+                        text: rest,
+                        usage,
+                    });
+                }
+            }
+            let _ = active.events.send(StreamEvent::Finished {
+                reason,
+                usage,
+                output_ids: active.output.output_ids,
+                matched_stop: stop,
+                message,
+            });
+        }
+    }
+
+    /// Ends every open request with an error (engine failure or shutdown).
+    fn close_all(&mut self, message: &str) {
+        let seqs: Vec<SeqId> = self.active.keys().copied().collect();
+        for seq in seqs {
+            self.scheduler.abort(seq);
+            self.finish(seq, Finish::Error, None, Some(message.to_string()));
+        }
+    }
+}

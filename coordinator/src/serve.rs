@@ -1,0 +1,154 @@
+//! `bitnet-cluster up` (single rank for now): loads the model (or the built-in demo), starts
+//! the engine thread over an in-process executor, and serves `bitnet.v1.Serving` with
+//! `grpc.health.v1` and server reflection until the shutdown signal.
+//!
+//! Worker processes, tensor parallelism over the TCP ring and `--tp N` come next (cluster
+//! issue); the engine already talks to its executor only through the `Executor` trait.
+
+use crate::demo;
+use crate::engine::{self, EngineHandle, InProcessExecutor};
+use crate::error::CoordinatorError;
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::server::ServingService;
+use crate::tokenizer::TextTokenizer;
+use crate::validation::ValidationLimits;
+use bitnet_kernels::CpuBackend;
+use bitnet_proto::serving::serving_server::ServingServer;
+use bitnet_proto::serving::ModelInfo;
+use bitnet_worker::Model;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// What `up` serves and how.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Model directory; `None` serves the demo model (random weights).
+    pub model_dir: Option<PathBuf>,
+    pub max_num_seqs: usize,
+    pub max_batched_tokens: usize,
+    /// Context length served (at most the model's `max_position_embeddings`).
+    pub max_model_len: usize,
+    /// KV blocks of 16 tokens; default: enough for every sequence at full length.
+    pub num_kv_blocks: Option<usize>,
+    /// Requests admitted (running + waiting) before `RESOURCE_EXHAUSTED`.
+    pub max_admitted: usize,
+    pub threads: usize,
+}
+
+/// A built service and its engine.
+pub struct Served {
+    pub service: ServingService,
+    pub engine: EngineHandle,
+    pub engine_thread: std::thread::JoinHandle<()>,
+    pub description: String,
+}
+
+/// Loads the model and starts the engine.
+pub fn build(opts: &ServeOptions) -> Result<Served, CoordinatorError> {
+    let (weights, tokenizer, name) = match &opts.model_dir {
+        Some(dir) => (
+            bitnet_checkpoints::load_model(dir)?,
+            TextTokenizer::from_dir(dir)?,
+            dir.display().to_string(),
+        ),
+        None => {
+            let tok = demo::tokenizer()?;
+            (
+                demo::weights(&tok),
+                Some(tok),
+                "built-in demo model (RANDOM weights)".into(),
+            )
+        }
+    };
+    let config = weights.config.clone();
+    let max_model_len = opts
+        .max_model_len
+        .min(config.max_position_embeddings)
+        .max(2);
+    let block_size = 16;
+    let num_blocks = opts
+        .num_kv_blocks
+        .unwrap_or(opts.max_num_seqs * max_model_len.div_ceil(block_size));
+    let scheduler = Scheduler::new(SchedulerConfig {
+        block_size,
+        num_blocks,
+        max_num_seqs: opts.max_num_seqs,
+        max_batched_tokens: opts.max_batched_tokens,
+        max_model_len,
+        eos_token_ids: config.eos_token_ids.clone(),
+    })
+    .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
+    let backend = CpuBackend::from_env(opts.threads)
+        .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
+    let vocab = weights.embedding.rows();
+    let model = Model::new(weights, backend);
+    let executor = InProcessExecutor::new(model, max_model_len);
+    let tokenizer = tokenizer.map(Arc::new);
+    let chat = tokenizer.as_ref().and_then(|t| t.chat_template().cloned());
+    let (engine, engine_thread) = engine::spawn(scheduler, Box::new(executor), tokenizer.clone());
+    let model_info = ModelInfo {
+        model_path: name.clone(),
+        family: config.family.name().into(),
+        architecture: config.architecture.clone(),
+        vocab_size: vocab as u32,
+        max_context: max_model_len as u32,
+        hidden_size: config.hidden_size as u32,
+        num_layers: config.num_layers as u32,
+        tensor_parallel: 1,
+        eos_token_ids: config.eos_token_ids.clone(),
+        block_size: block_size as u32,
+        device: "cpu".into(),
+    };
+    let service = ServingService {
+        engine: engine.clone(),
+        tokenizer,
+        chat,
+        limits: ValidationLimits::new(vocab, max_model_len),
+        model_info,
+        admission: Arc::new(Semaphore::new(opts.max_admitted)),
+        max_admitted: opts.max_admitted as u32,
+        started: Instant::now(),
+        next_id: AtomicU64::new(1),
+    };
+    Ok(Served {
+        service,
+        engine,
+        engine_thread,
+        description: name,
+    })
+}
+
+/// Serves on an already bound listener until `shutdown` resolves, then stops the engine.
+pub async fn serve_on(
+    listener: TcpListener,
+    served: Served,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CoordinatorError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<ServingServer<ServingService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(bitnet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| CoordinatorError::InvalidRequest(format!("reflection: {e}")))?;
+    let engine = served.engine.clone();
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(served.service.into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    engine.shutdown();
+    let _ = served.engine_thread.join();
+    result.map_err(|e| CoordinatorError::InvalidRequest(format!("gRPC server: {e}")))
+}

@@ -1,0 +1,17 @@
+//! Megatron-style tensor-parallel sharding of a loaded model.
+//!
+//! - [`layout`]: [`ShardPlan`] and [`ShardLayout`] (which heads and features a rank owns);
+//! - [`weights`]: [`ModelShard`], a rank's weights cut from a [`bitnet_checkpoints::ModelWeights`];
+//! - [`slice`](mod@slice): row and column slices of ternary, dense and sign matrices;
+//! - [`error`][]: [`ShardError`].
+//!
+//! The forward pass over a shard is [`crate::ShardedModel`].
+
+pub mod error;
+pub mod layout;
+pub mod slice;
+pub mod weights;
+
+pub use error::ShardError;
+pub use layout::{ShardLayout, ShardPlan, Span};
+pub use weights::{LayerShard, ModelShard, RowParallel};
