@@ -221,13 +221,12 @@ pub fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
         .collect()
 }
 
-/// See [`Backend::rope`].
-pub fn rope(
-    x: &mut [f32],
+/// Checks the buffers of a RoPE call (shared by every backend).
+pub fn check_rope_shape(
+    x: &[f32],
     positions: &[usize],
     n_heads: usize,
     head_dim: usize,
-    theta: f32,
 ) -> Result<(), KernelError> {
     check_len("rope", "x", positions.len() * n_heads * head_dim, x.len())?;
     if !head_dim.is_multiple_of(2) {
@@ -236,6 +235,18 @@ pub fn rope(
             reason: format!("head_dim {head_dim} is odd"),
         });
     }
+    Ok(())
+}
+
+/// See [`Backend::rope`].
+pub fn rope(
+    x: &mut [f32],
+    positions: &[usize],
+    n_heads: usize,
+    head_dim: usize,
+    theta: f32,
+) -> Result<(), KernelError> {
+    check_rope_shape(x, positions, n_heads, head_dim)?;
     let half = head_dim / 2;
     let inv_freq = rope_inv_freq(head_dim, theta);
     for (t, &pos) in positions.iter().enumerate() {
@@ -253,13 +264,13 @@ pub fn rope(
     Ok(())
 }
 
-/// See [`Backend::attention`].
-pub fn attention(
+/// Checks the shape and buffers of an attention call (shared by every backend).
+pub fn check_attention_shape(
     shape: &AttentionShape,
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    out: &mut [f32],
+    out: &[f32],
 ) -> Result<(), KernelError> {
     let AttentionShape {
         n_heads,
@@ -277,7 +288,25 @@ pub fn attention(
     check_len("attention", "q", n_queries * n_heads * hd, q.len())?;
     check_len("attention", "out", q.len(), out.len())?;
     check_len("attention", "k", ctx_len * n_kv_heads * hd, k.len())?;
-    check_len("attention", "v", k.len(), v.len())?;
+    check_len("attention", "v", k.len(), v.len())
+}
+
+/// See [`Backend::attention`].
+pub fn attention(
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+        n_queries,
+        ctx_len,
+    } = *shape;
+    check_attention_shape(shape, q, k, v, out)?;
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut scores = vec![0.0f32; ctx_len];

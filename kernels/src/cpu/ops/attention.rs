@@ -12,7 +12,7 @@ use super::{avx2, avx512};
 use super::{dispatch, scalar};
 use crate::backend::AttentionShape;
 use crate::cpu::{CpuBackend, CpuPath};
-use crate::error::{check_len, KernelError};
+use crate::error::KernelError;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -74,16 +74,7 @@ pub fn attention(
         n_queries,
         ctx_len,
     } = *shape;
-    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || n_queries > ctx_len {
-        return Err(KernelError::Shape {
-            op: "attention",
-            reason: format!("{shape:?} is not a valid causal GQA shape"),
-        });
-    }
-    check_len("attention", "q", n_queries * n_heads * hd, q.len())?;
-    check_len("attention", "out", q.len(), out.len())?;
-    check_len("attention", "k", ctx_len * n_kv_heads * hd, k.len())?;
-    check_len("attention", "v", k.len(), v.len())?;
+    crate::reference::check_attention_shape(shape, q, k, v, out)?;
     let group = n_heads / n_kv_heads;
     let width = group * hd;
     if width == 0 {

@@ -202,13 +202,7 @@ pub fn rope(
     head_dim: usize,
     theta: f32,
 ) -> Result<(), KernelError> {
-    check_len("rope", "x", positions.len() * n_heads * head_dim, x.len())?;
-    if !head_dim.is_multiple_of(2) {
-        return Err(KernelError::Shape {
-            op: "rope",
-            reason: format!("head_dim {head_dim} is odd"),
-        });
-    }
+    crate::reference::check_rope_shape(x, positions, n_heads, head_dim)?;
     let half = head_dim / 2;
     let (mut inv_freq, mut sin, mut cos) =
         ([0.0f32; ROPE_PAIRS], [0.0; ROPE_PAIRS], [0.0; ROPE_PAIRS]);
