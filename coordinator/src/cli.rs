@@ -24,6 +24,25 @@ pub enum Command {
     /// Checkpoint tools.
     #[command(subcommand)]
     Ckpt(CkptCommand),
+    /// One tensor-parallel worker process (started by `up --tp N`; serves bitnet.worker.v1).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of the worker service; 0 picks a free one. The first line on stdout is
+    /// `listening <port>`.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Compute threads (default: physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Exit when stdin closes (the launcher passes a pipe, so workers never outlive it).
+    #[arg(long)]
+    pub watch_stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -31,9 +50,10 @@ pub struct UpArgs {
     /// Model directory; omit to serve the built-in demo model (random weights).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Tensor-parallel ranks (only 1 until worker processes land).
-    #[arg(long, default_value_t = 1)]
-    pub tp: usize,
+    /// Tensor-parallel ranks: N worker processes joined by a TCP ring. Without --tp the model
+    /// runs inside the coordinator process.
+    #[arg(long)]
+    pub tp: Option<usize>,
     /// cpu (cuda arrives with the CUDA issue).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -129,6 +149,13 @@ pub fn run(cli: Cli) -> Result<(), CoordinatorError> {
     match cli.command {
         Command::Up(args) => up(args),
         Command::Generate(args) => generate(args),
+        Command::Worker(args) => Ok(crate::cluster::run_worker(
+            &args.host,
+            args.port,
+            args.threads
+                .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
+            args.watch_stdin,
+        )?),
         Command::Ckpt(CkptCommand::Inspect(args)) => {
             let report = bitnet_checkpoints::inspect(&args.dir)?;
             if args.json {
@@ -193,10 +220,9 @@ fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
 }
 
 fn up(args: UpArgs) -> Result<(), CoordinatorError> {
-    if args.tp != 1 {
+    if args.tp == Some(0) {
         return Err(CoordinatorError::InvalidRequest(
-            "--tp: only 1 rank is served so far (worker processes and the TCP ring come next)"
-                .into(),
+            "--tp must be at least 1".into(),
         ));
     }
     if args.device != "cpu" {
@@ -212,9 +238,9 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
         max_model_len: args.max_model_len,
         num_kv_blocks: args.num_kv_blocks,
         max_admitted: args.max_admitted,
-        threads: args
-            .threads_per_worker
-            .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
+        threads: args.threads_per_worker.unwrap_or_else(|| {
+            (bitnet_kernels::cpu::physical_cores() / args.tp.unwrap_or(1)).max(1)
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -225,7 +251,6 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
             source,
         })?;
     runtime.block_on(async move {
-        let served = crate::serve::build(&opts)?;
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -233,12 +258,24 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
                 path: addr.clone(),
                 source,
             })?;
-        eprintln!(
-            "bitnet-cluster: serving {} on {} (bitnet.v1.Serving, grpc.health.v1, reflection); Ctrl-C or SIGTERM stops",
-            served.description,
-            listener.local_addr().map(|a| a.to_string()).unwrap_or(addr)
-        );
-        crate::serve::serve_on(listener, served, shutdown_signal()).await
+        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+        match args.tp {
+            None => {
+                let served = crate::serve::build(&opts)?;
+                eprintln!(
+                    "bitnet-cluster: serving {} on {local} (bitnet.v1.Serving, grpc.health.v1, reflection); Ctrl-C or SIGTERM stops",
+                    served.description
+                );
+                crate::serve::serve_on(listener, served, shutdown_signal()).await
+            }
+            Some(tp) => {
+                eprintln!(
+                    "bitnet-cluster: starting {tp} worker process(es); serving on {local} once they are ready; Ctrl-C or SIGTERM stops"
+                );
+                let launch = crate::cluster::LaunchOptions::new(tp, opts.threads);
+                crate::cluster::serve_cluster(&opts, &launch, listener, shutdown_signal()).await
+            }
+        }
     })
 }
 

@@ -17,6 +17,8 @@ pub enum CoordinatorError {
     Checkpoint(#[from] bitnet_checkpoints::CheckpointError),
     #[error(transparent)]
     Worker(#[from] bitnet_worker::WorkerError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{path}: {source}")]
     Io {
         path: String,

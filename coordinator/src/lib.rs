@@ -2,11 +2,14 @@
 //!
 //! Today: the command line ([`cli`]), the tokenizer ([`tokenizer`]) and chat templates
 //! ([`chat`]), the in-process generation driver ([`generate`]) and the built-in demo model
-//! ([`demo`]). The cluster issue adds validation, the scheduler, the block manager, the executor
-//! that drives worker processes, and the public gRPC server.
+//! ([`demo`]); validation ([`validation`]), the scheduler and block manager ([`scheduler`]), the
+//! engine thread and its executors ([`engine`]: in process, or the gRPC fan-out to worker
+//! processes), the public gRPC server ([`server`], [`serve`]) and the worker processes with
+//! their launcher ([`cluster`]: `bitnet-cluster worker` and `up --tp N`).
 
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod demo;
 pub mod engine;
 pub mod error;

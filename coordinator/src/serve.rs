@@ -1,23 +1,23 @@
-//! `bitnet-cluster up` (single rank for now): loads the model (or the built-in demo), starts
-//! the engine thread over an in-process executor, and serves `bitnet.v1.Serving` with
-//! `grpc.health.v1` and server reflection until the shutdown signal.
-//!
-//! Worker processes, tensor parallelism over the TCP ring and `--tp N` come next (cluster
-//! issue); the engine already talks to its executor only through the `Executor` trait.
+//! Serving: [`build`] loads the model (or the built-in demo) and starts the engine thread over an
+//! in-process executor; [`assemble`] does the same over any `Executor` (the launcher in
+//! `crate::cluster::launcher` passes the gRPC executor of its worker processes); [`serve_on`]
+//! serves `bitnet.v1.Serving` with `grpc.health.v1` and server reflection until the shutdown
+//! signal.
 
 use crate::demo;
-use crate::engine::{self, EngineHandle, InProcessExecutor};
+use crate::engine::{self, EngineHandle, Executor, InProcessExecutor};
 use crate::error::CoordinatorError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::server::ServingService;
 use crate::tokenizer::TextTokenizer;
 use crate::validation::ValidationLimits;
+use bitnet_checkpoints::ModelConfig;
 use bitnet_kernels::CpuBackend;
 use bitnet_proto::serving::serving_server::ServingServer;
 use bitnet_proto::serving::ModelInfo;
 use bitnet_worker::Model;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,7 +48,7 @@ pub struct Served {
     pub description: String,
 }
 
-/// Loads the model and starts the engine.
+/// Loads the model and starts the engine over an in-process executor (one rank).
 pub fn build(opts: &ServeOptions) -> Result<Served, CoordinatorError> {
     let (weights, tokenizer, name) = match &opts.model_dir {
         Some(dir) => (
@@ -66,14 +66,80 @@ pub fn build(opts: &ServeOptions) -> Result<Served, CoordinatorError> {
         }
     };
     let config = weights.config.clone();
-    let max_model_len = opts
-        .max_model_len
+    let max_model_len = served_len(opts, &config);
+    let backend = CpuBackend::from_env(opts.threads)
+        .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
+    let vocab = weights.embedding.rows();
+    let model = Model::new(weights, backend);
+    let executor = InProcessExecutor::new(model, max_model_len);
+    let frontend = Frontend {
+        config,
+        tokenizer,
+        name,
+    };
+    assemble(opts, frontend, vocab, Box::new(executor), None, 1)
+}
+
+/// What the coordinator needs of a model besides its weights.
+pub struct Frontend {
+    pub config: ModelConfig,
+    pub tokenizer: Option<TextTokenizer>,
+    /// How the model is named in logs and `GetModelInfo`.
+    pub name: String,
+}
+
+impl Frontend {
+    /// The configuration and tokenizer of `model_dir` (the demo model's for `None`), without
+    /// loading the weights (the demo's are built: they are tiny).
+    pub fn load(model_dir: Option<&Path>) -> Result<Self, CoordinatorError> {
+        Ok(match model_dir {
+            Some(dir) => Self {
+                config: bitnet_checkpoints::read_config(dir)?,
+                tokenizer: TextTokenizer::from_dir(dir)?,
+                name: dir.display().to_string(),
+            },
+            None => {
+                let tok = demo::tokenizer()?;
+                Self {
+                    config: demo::weights(&tok).config,
+                    tokenizer: Some(tok),
+                    name: "built-in demo model (RANDOM weights)".into(),
+                }
+            }
+        })
+    }
+}
+
+/// The context length served: `opts.max_model_len` capped by the model's.
+pub fn served_len(opts: &ServeOptions, config: &ModelConfig) -> usize {
+    opts.max_model_len
         .min(config.max_position_embeddings)
-        .max(2);
+        .max(2)
+}
+
+/// Builds the scheduler and starts the engine over `executor`. `worker_blocks` is the KV
+/// capacity the workers reported (the minimum over ranks), if any.
+pub fn assemble(
+    opts: &ServeOptions,
+    frontend: Frontend,
+    vocab: usize,
+    executor: Box<dyn Executor>,
+    worker_blocks: Option<usize>,
+    tensor_parallel: u32,
+) -> Result<Served, CoordinatorError> {
+    let Frontend {
+        config,
+        tokenizer,
+        name,
+    } = frontend;
+    let max_model_len = served_len(opts, &config);
     let block_size = 16;
-    let num_blocks = opts
+    let mut num_blocks = opts
         .num_kv_blocks
         .unwrap_or(opts.max_num_seqs * max_model_len.div_ceil(block_size));
+    if let Some(cap) = worker_blocks {
+        num_blocks = num_blocks.min(cap);
+    }
     let scheduler = Scheduler::new(SchedulerConfig {
         block_size,
         num_blocks,
@@ -83,14 +149,9 @@ pub fn build(opts: &ServeOptions) -> Result<Served, CoordinatorError> {
         eos_token_ids: config.eos_token_ids.clone(),
     })
     .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
-    let backend = CpuBackend::from_env(opts.threads)
-        .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
-    let vocab = weights.embedding.rows();
-    let model = Model::new(weights, backend);
-    let executor = InProcessExecutor::new(model, max_model_len);
     let tokenizer = tokenizer.map(Arc::new);
     let chat = tokenizer.as_ref().and_then(|t| t.chat_template().cloned());
-    let (engine, engine_thread) = engine::spawn(scheduler, Box::new(executor), tokenizer.clone());
+    let (engine, engine_thread) = engine::spawn(scheduler, executor, tokenizer.clone());
     let model_info = ModelInfo {
         model_path: name.clone(),
         family: config.family.name().into(),
@@ -99,7 +160,7 @@ pub fn build(opts: &ServeOptions) -> Result<Served, CoordinatorError> {
         max_context: max_model_len as u32,
         hidden_size: config.hidden_size as u32,
         num_layers: config.num_layers as u32,
-        tensor_parallel: 1,
+        tensor_parallel,
         eos_token_ids: config.eos_token_ids.clone(),
         block_size: block_size as u32,
         device: "cpu".into(),
@@ -145,7 +206,13 @@ pub async fn serve_on(
         .add_service(served.service.into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
+            async move {
+                shutdown.await;
+                // Draining (or a worker died): health checks see it before the socket closes.
+                reporter
+                    .set_not_serving::<ServingServer<ServingService>>()
+                    .await;
+            },
         )
         .await;
     engine.shutdown();

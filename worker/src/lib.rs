@@ -13,8 +13,10 @@
 //! - [`sharded_generator`]: [`ShardedGenerator`], generation on one rank of a group.
 //!
 //! Neighbours: weights come from `bitnet-checkpoints`, compute from `bitnet-kernels`; the
-//! coordinator (`bitnet-cluster generate`) drives a [`Generator`] in process. The cluster issue
-//! still adds the paged cache and the worker gRPC service.
+//! coordinator (`bitnet-cluster generate`) drives a [`Generator`] in process, and its
+//! `cluster` module serves a [`ShardedModel`] as the `bitnet.worker.v1` gRPC service of a
+//! `bitnet-cluster worker` process (it lives there because it also serves the demo model). The
+//! paged KV cache is still to come.
 
 pub mod collective;
 pub mod error;

@@ -1,6 +1,6 @@
 //! [`Executor`]: how a scheduled step reaches the model. [`InProcessExecutor`] runs it on a
-//! [`Model`] in this process (tests, single-rank serving); the gRPC fan-out to worker processes
-//! implements the same trait (cluster issue, in progress).
+//! [`Model`] in this process (tests, single-rank serving); `super::grpc_executor` fans the same
+//! steps out to worker processes.
 //!
 //! The in-process executor keeps, per sequence, its tokens (prompt, then every sampled token),
 //! how many are computed, a contiguous KV cache and its sampler. It follows the worker protocol
@@ -21,6 +21,9 @@ use thiserror::Error;
 pub enum ExecutorError {
     #[error("step {step}: sequence {seq}: {what}")]
     Protocol { step: u64, seq: SeqId, what: String },
+    /// A worker rank failed the step, or the ranks disagreed (the gRPC executor).
+    #[error("step {step}: {message}")]
+    Rank { step: u64, message: String },
     #[error("step {step}: {source}")]
     Worker {
         step: u64,

@@ -6,6 +6,7 @@
 //! stream) is aborted at the next iteration, which frees its KV blocks.
 
 pub mod executor;
+pub mod grpc_executor;
 pub mod output;
 
 use crate::scheduler::{FinishReason, SchedRequest, Scheduler, SchedulerStats, SeqId};
@@ -13,6 +14,7 @@ use crate::tokenizer::TextTokenizer;
 use crate::validation::ValidRequest;
 use bitnet_worker::SamplingParams;
 pub use executor::{Executor, ExecutorError, InProcessExecutor};
+pub use grpc_executor::GrpcExecutor;
 use output::{Finish, OutputState};
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
