@@ -18,6 +18,7 @@
 //! `bitnet-cluster worker` process (it lives there because it also serves the demo model). The
 //! paged KV cache is still to come.
 
+mod batch;
 pub mod collective;
 pub mod error;
 pub mod generator;

@@ -6,6 +6,7 @@
 //! `h += o(attn_sub_norm(Attn(input_norm(h))))`; `h += down(ffn_sub_norm(act(gate(x)) · up(x)))`
 //! with `x = post_attention_norm(h)`; then `model.norm` and the LM head.
 
+use crate::batch as plumbing;
 use crate::error::WorkerError;
 use crate::kv_cache::KvCache;
 pub use crate::projection::QuantTrace;
@@ -97,32 +98,10 @@ impl<B: Backend> Model<B> {
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
         let vocab = self.weights.embedding.rows();
-        for chunk in batch.iter() {
-            if chunk.tokens.is_empty() {
-                return Err(WorkerError::EmptyPrompt);
-            }
-            if let Some(&id) = chunk.tokens.iter().find(|&&id| id as usize >= vocab) {
-                return Err(WorkerError::TokenOutOfRange { id, vocab });
-            }
-            chunk.cache.check_room(chunk.tokens.len())?;
-        }
-        match self
-            .backend
-            .scope(|| self.forward_unchecked(batch, options))
-        {
-            Ok(out) => {
-                for chunk in batch.iter_mut() {
-                    chunk.cache.advance(chunk.tokens.len());
-                }
-                Ok(out)
-            }
-            Err(e) => {
-                for chunk in batch.iter_mut() {
-                    chunk.cache.rollback();
-                }
-                Err(e)
-            }
-        }
+        plumbing::checked(batch, vocab, |batch| {
+            self.backend
+                .scope(|| self.forward_unchecked(batch, options))
+        })
     }
 
     fn forward_unchecked(
@@ -131,14 +110,7 @@ impl<B: Backend> Model<B> {
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
         let hidden = self.config().hidden_size;
-        let tokens: Vec<u32> = batch
-            .iter()
-            .flat_map(|c| c.tokens.iter().copied())
-            .collect();
-        let positions: Vec<usize> = batch
-            .iter()
-            .flat_map(|c| c.cache.len()..c.cache.len() + c.tokens.len())
-            .collect();
+        let (tokens, positions) = plumbing::tokens_and_positions(batch);
         let mut h = vec![0.0f32; tokens.len() * hidden];
         self.backend
             .embedding(&self.weights.embedding, &tokens, &mut h)?;
@@ -151,50 +123,20 @@ impl<B: Backend> Model<B> {
             }
         }
 
-        // Rows whose logits are wanted: every row, or the last row of each sequence.
-        let mut wanted = Vec::new();
-        let mut start = 0;
-        for chunk in batch.iter() {
-            let n = chunk.tokens.len();
-            let first = if options.all_logits {
-                start
-            } else {
-                start + n - 1
-            };
-            wanted.push((first, start + n));
-            start += n;
-        }
-        let rows: Vec<usize> = wanted.iter().flat_map(|&(a, b)| a..b).collect();
-        let mut selected = Vec::with_capacity(rows.len() * hidden);
-        for &r in &rows {
-            selected.extend_from_slice(&h[r * hidden..(r + 1) * hidden]);
-        }
+        let (wanted, selected) = plumbing::wanted_rows(batch, options, &h, hidden);
         let normed = apply_norm(&self.backend, &self.weights.final_norm, &selected, hidden)?;
         let head = self.weights.lm_head();
-        let mut logits = vec![0.0f32; rows.len() * head.rows()];
+        let mut logits = vec![0.0f32; selected.len() / hidden * head.rows()];
         self.backend.dense_matmul(head, &normed, &mut logits)?;
 
-        let mut outputs = Vec::with_capacity(batch.len());
-        let mut offset = 0;
-        let mut row_start = 0;
-        for (i, &(a, b)) in wanted.iter().enumerate() {
-            let n_rows = b - a;
-            let n_tokens = batch[i].tokens.len();
-            let trace = first_layer_q.as_ref().map(|t: &QuantTrace| {
-                let cols = t.q.len() / tokens.len();
-                QuantTrace {
-                    scales: t.scales[row_start..row_start + n_tokens].to_vec(),
-                    q: t.q[row_start * cols..(row_start + n_tokens) * cols].to_vec(),
-                }
-            });
-            outputs.push(ForwardOutput {
-                logits: logits[offset * head.rows()..(offset + n_rows) * head.rows()].to_vec(),
-                first_layer_q: trace,
-            });
-            offset += n_rows;
-            row_start += n_tokens;
-        }
-        Ok(outputs)
+        Ok(plumbing::split_outputs(
+            batch,
+            &wanted,
+            &logits,
+            head.rows(),
+            first_layer_q,
+            tokens.len(),
+        ))
     }
 
     /// One decoder layer over `h` in place; returns the q-projection trace when one was asked.
