@@ -99,8 +99,11 @@ pub struct InspectArgs {
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Model directory (config.json, safetensors, tokenizer.json). Omit to run the demo model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     pub model: Option<PathBuf>,
+    /// Send the request to a running server (`bitnet-cluster up`) at HOST:PORT instead.
+    #[arg(long)]
+    pub server: Option<String>,
     /// Prompt text (tokenized with the model's tokenizer.json).
     #[arg(
         long,
@@ -195,7 +198,18 @@ fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
             .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
     };
     opts.sampling.validate().map_err(CoordinatorError::Worker)?;
-    let out = run_generate(&opts)?;
+    let out = match &args.server {
+        Some(addr) => crate::remote::run_remote(addr, &opts, !args.json)?,
+        None => run_generate(&opts)?,
+    };
+    if args.server.is_some() && !args.json {
+        eprintln!(
+            "[{} new tokens, finish: {}]",
+            out.token_ids.len(),
+            out.finish_reason
+        );
+        return Ok(());
+    }
     if args.json {
         println!(
             "{}",

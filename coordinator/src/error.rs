@@ -13,6 +13,8 @@ pub enum CoordinatorError {
     ChatTemplate(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("server: {0}")]
+    Server(String),
     #[error(transparent)]
     Checkpoint(#[from] bitnet_checkpoints::CheckpointError),
     #[error(transparent)]

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod remote;
 pub mod scheduler;
 pub mod serve;
 pub mod server;

@@ -199,3 +199,57 @@ async fn streamed_text_equals_the_detokenized_output_and_stop_strings_end_it() {
     }
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_with_server_prints_what_offline_generate_prints() {
+    let model = fixture("bitnet-packed").join("model");
+    let served = build(&options(Some(model.clone()))).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_on(listener, served, async {
+        let _ = rx.await;
+    }));
+    let prompt = expected_ids("bitnet-packed", "prompt_ids")
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let run = move |target: Vec<String>| {
+        let prompt = prompt.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["generate".to_string()];
+            args.extend(target);
+            args.extend(
+                [
+                    "--prompt-ids",
+                    &prompt,
+                    "--max-new-tokens",
+                    "24",
+                    "--temperature",
+                    "0",
+                    "--json",
+                ]
+                .map(String::from),
+            );
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_bitnet-cluster"))
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        })
+    };
+    let remote = run(vec!["--server".into(), addr]).await.unwrap();
+    let offline = run(vec!["--model".into(), model.display().to_string()])
+        .await
+        .unwrap();
+    for field in ["prompt_ids", "token_ids", "text", "finish_reason"] {
+        assert_eq!(remote[field], offline[field], "{field}");
+    }
+    let _ = tx.send(());
+}
