@@ -12,7 +12,8 @@ use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReferenceBackend;
 
-fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize, KernelError> {
+/// Rows of `cols` in a buffer of `len`, or a shape error (shared by every backend).
+pub fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize, KernelError> {
     if cols == 0 || !len.is_multiple_of(cols) {
         return Err(KernelError::Shape {
             op,
@@ -149,13 +150,8 @@ pub fn ternary_matmul(w: &TernaryMatrix, q: &[i8], acc: &mut [i32]) -> Result<()
     Ok(())
 }
 
-/// See [`Backend::dequantize_rows`].
-pub fn dequantize_rows(
-    acc: &[i32],
-    beta: f32,
-    scales: &[f32],
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+/// Checks a dequantization call and returns the accumulators per row (shared by every backend).
+pub fn dequantize_cols(acc: &[i32], scales: &[f32], out: &[f32]) -> Result<usize, KernelError> {
     check_len("dequantize_rows", "out", acc.len(), out.len())?;
     if scales.is_empty() || !acc.len().is_multiple_of(scales.len()) {
         return Err(KernelError::Shape {
@@ -163,7 +159,17 @@ pub fn dequantize_rows(
             reason: format!("{} accumulators for {} rows", acc.len(), scales.len()),
         });
     }
-    let cols = acc.len() / scales.len();
+    Ok(acc.len() / scales.len())
+}
+
+/// See [`Backend::dequantize_rows`].
+pub fn dequantize_rows(
+    acc: &[i32],
+    beta: f32,
+    scales: &[f32],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let cols = dequantize_cols(acc, scales, out)?;
     for ((ar, or), s) in acc
         .chunks_exact(cols)
         .zip(out.chunks_exact_mut(cols))

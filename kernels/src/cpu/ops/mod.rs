@@ -22,6 +22,7 @@ pub mod scalar;
 
 use super::{CpuBackend, CpuPath};
 use crate::error::{check_len, KernelError};
+use crate::reference::rows_of;
 use crate::{DenseData, DenseMatrix};
 use half::slice::HalfFloatSliceExt;
 
@@ -47,17 +48,6 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
-
-/// Rows of `cols` in a buffer of `len`, or the reference's shape error.
-fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize, KernelError> {
-    if cols == 0 || !len.is_multiple_of(cols) {
-        return Err(KernelError::Shape {
-            op,
-            reason: format!("buffer of {len} elements is not a whole number of rows of {cols}"),
-        });
-    }
-    Ok(len / cols)
-}
 
 /// See [`crate::Backend::embedding`]: one row copied or widened per token.
 pub fn embedding(
@@ -161,14 +151,7 @@ pub fn dequantize_rows(
     scales: &[f32],
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    check_len("dequantize_rows", "out", acc.len(), out.len())?;
-    if scales.is_empty() || !acc.len().is_multiple_of(scales.len()) {
-        return Err(KernelError::Shape {
-            op: "dequantize_rows",
-            reason: format!("{} accumulators for {} rows", acc.len(), scales.len()),
-        });
-    }
-    let cols = acc.len() / scales.len();
+    let cols = crate::reference::dequantize_cols(acc, scales, out)?;
     if cols == 0 {
         return Ok(());
     }
