@@ -1,11 +1,55 @@
-//! [`Generator`]: one prompt through a [`Model`] — batched prefill, then one-token decode steps
-//! until `max_new_tokens` or an end-of-sequence id, with timings.
+//! [`Generator`]: one prompt through a model — batched prefill, then one-token decode steps
+//! until `max_new_tokens` or an end-of-sequence id, with timings. The model is anything that
+//! implements [`Decoder`]: a whole [`Model`], or one rank of a tensor-parallel group
+//! (`ShardedModel`, whose `pick` makes the whole group agree on each token).
 
 use crate::error::WorkerError;
-use crate::model::{ForwardOptions, Model};
+use crate::kv_cache::KvCache;
+use crate::model::{ForwardOptions, ForwardOutput, Model};
 use crate::sampler::{Sampler, SamplingParams};
 use bitnet_kernels::Backend;
 use std::time::Instant;
+
+/// What a [`Generator`] needs from a model.
+pub trait Decoder {
+    /// Runs the next tokens of the sequence held by `cache`.
+    fn decode(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        options: ForwardOptions,
+    ) -> Result<ForwardOutput, WorkerError>;
+    /// An empty cache for `capacity` tokens.
+    fn empty_cache(&self, capacity: usize) -> KvCache;
+    /// Rows of the LM head.
+    fn vocab(&self) -> usize;
+    /// The model's context length.
+    fn max_positions(&self) -> usize;
+    /// Picks the next token from one row of logits.
+    fn pick(&self, sampler: &mut Sampler, logits: &[f32]) -> Result<u32, WorkerError> {
+        Ok(sampler.sample(logits))
+    }
+}
+
+impl<B: Backend> Decoder for Model<B> {
+    fn decode(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        options: ForwardOptions,
+    ) -> Result<ForwardOutput, WorkerError> {
+        self.forward(tokens, cache, options)
+    }
+    fn empty_cache(&self, capacity: usize) -> KvCache {
+        self.new_cache(capacity)
+    }
+    fn vocab(&self) -> usize {
+        self.vocab_size()
+    }
+    fn max_positions(&self) -> usize {
+        self.config().max_position_embeddings
+    }
+}
 
 /// Why generation stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,30 +113,27 @@ fn rate(count: usize, seconds: f64) -> f64 {
 }
 
 /// Runs generation jobs on a model.
-pub struct Generator<'m, B: Backend> {
-    model: &'m Model<B>,
+pub struct Generator<'m, M: Decoder> {
+    model: &'m M,
 }
 
-impl<'m, B: Backend> Generator<'m, B> {
+impl<'m, M: Decoder> Generator<'m, M> {
     /// A generator over `model`.
-    pub fn new(model: &'m Model<B>) -> Self {
+    pub fn new(model: &'m M) -> Self {
         Self { model }
     }
 
-    /// Prefills the prompt, then decodes one token per step.
+    /// Prefills the prompt, then decodes one token per step. Every rank of a group running the
+    /// same job gets the same tokens.
     pub fn run(&self, req: &GenerationRequest) -> Result<Generation, WorkerError> {
         let mut sampler = Sampler::new(req.sampling)?;
-        let capacity = (req.prompt_ids.len() + req.max_new_tokens).min(
-            self.model
-                .config()
-                .max_position_embeddings
-                .max(req.prompt_ids.len()),
-        );
-        let mut cache = self.model.new_cache(capacity);
-        let vocab = self.model.vocab_size();
+        let capacity = (req.prompt_ids.len() + req.max_new_tokens)
+            .min(self.model.max_positions().max(req.prompt_ids.len()));
+        let mut cache = self.model.empty_cache(capacity);
+        let vocab = self.model.vocab();
 
         let start = Instant::now();
-        let out = self.model.forward(
+        let out = self.model.decode(
             &req.prompt_ids,
             &mut cache,
             ForwardOptions {
@@ -101,14 +142,14 @@ impl<'m, B: Backend> Generator<'m, B> {
             },
         )?;
         let prefill_seconds = start.elapsed().as_secs_f64();
-        let last = &out.logits[out.logits.len() - vocab..];
+        let last = &out.logits[out.logits.len().saturating_sub(vocab)..];
         let prompt_logits = req.keep_prompt_logits.then_some(out.logits.clone());
 
         let mut tokens = Vec::with_capacity(req.max_new_tokens);
         let mut finish_reason = FinishReason::Length;
         let start = Instant::now();
         if req.max_new_tokens > 0 {
-            let mut next = sampler.sample(last);
+            let mut next = self.model.pick(&mut sampler, last)?;
             loop {
                 tokens.push(next);
                 if req.stop_ids.contains(&next) {
@@ -120,8 +161,8 @@ impl<'m, B: Backend> Generator<'m, B> {
                 }
                 let out = self
                     .model
-                    .forward(&[next], &mut cache, ForwardOptions::default())?;
-                next = sampler.sample(&out.logits);
+                    .decode(&[next], &mut cache, ForwardOptions::default())?;
+                next = self.model.pick(&mut sampler, &out.logits)?;
             }
         }
         Ok(Generation {

@@ -35,7 +35,7 @@ pub use collective::{
     Collective, CollectiveError, LocalCollective, LocalGroup, SingleRank, TcpRing, TcpRingConfig,
 };
 pub use error::WorkerError;
-pub use generator::{FinishReason, Generation, GenerationRequest, Generator};
+pub use generator::{Decoder, FinishReason, Generation, GenerationRequest, Generator};
 pub use kv_cache::KvCache;
 pub use model::{ForwardOptions, ForwardOutput, Model, QuantTrace, SequenceChunk};
 pub use sampler::{Sampler, SamplingParams};

@@ -1,86 +1,41 @@
-//! [`ShardedGenerator`]: one prompt on one rank of a tensor-parallel group — the same loop as
-//! [`crate::Generator`], with every sampled token decided by rank 0 and broadcast, so all
-//! ranks feed the same token to the next step even when sampling is random (no seed) or the
-//! logits differ in the last bit (dense families).
+//! [`ShardedGenerator`]: one prompt on one rank of a tensor-parallel group — the
+//! [`crate::Generator`] loop over a [`ShardedModel`], whose [`Decoder::pick`] has every rank
+//! sample (keeping seeded streams in step) and takes rank 0's choice by broadcast, so all ranks
+//! feed the same token to the next step even when sampling is random (no seed) or the logits
+//! differ in the last bit (dense families). Every rank of the group must run the same job.
 
 use crate::error::WorkerError;
-use crate::generator::{FinishReason, Generation, GenerationRequest};
-use crate::model::ForwardOptions;
+use crate::generator::{Decoder, Generator};
+use crate::kv_cache::KvCache;
+use crate::model::{ForwardOptions, ForwardOutput};
 use crate::sampler::Sampler;
 use crate::sharded_model::ShardedModel;
 use bitnet_kernels::Backend;
-use std::time::Instant;
 
-/// Runs generation jobs on one rank; every rank of the group must run the same job.
-pub struct ShardedGenerator<'m, B: Backend> {
-    model: &'m ShardedModel<B>,
-}
+/// Runs generation jobs on one rank of a group.
+pub type ShardedGenerator<'m, B> = Generator<'m, ShardedModel<B>>;
 
-impl<'m, B: Backend> ShardedGenerator<'m, B> {
-    /// A generator over one rank's model.
-    pub fn new(model: &'m ShardedModel<B>) -> Self {
-        Self { model }
+impl<B: Backend> Decoder for ShardedModel<B> {
+    fn decode(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        options: ForwardOptions,
+    ) -> Result<ForwardOutput, WorkerError> {
+        self.forward(tokens, cache, options)
     }
-
-    /// Prefills the prompt, then decodes one token per step; returns the same tokens on every
-    /// rank.
-    pub fn run(&self, req: &GenerationRequest) -> Result<Generation, WorkerError> {
-        let mut sampler = Sampler::new(req.sampling)?;
-        let capacity = (req.prompt_ids.len() + req.max_new_tokens).min(
-            self.model
-                .config()
-                .max_position_embeddings
-                .max(req.prompt_ids.len()),
-        );
-        let mut cache = self.model.new_cache(capacity);
-        let vocab = self.model.vocab_size();
-
-        let start = Instant::now();
-        let out = self.model.forward(
-            &req.prompt_ids,
-            &mut cache,
-            ForwardOptions {
-                all_logits: req.keep_prompt_logits,
-                trace_first_layer: false,
-            },
-        )?;
-        let prefill_seconds = start.elapsed().as_secs_f64();
-        let last = &out.logits[out.logits.len().saturating_sub(vocab)..];
-        let prompt_logits = req.keep_prompt_logits.then_some(out.logits.clone());
-
-        let mut tokens = Vec::with_capacity(req.max_new_tokens);
-        let mut finish_reason = FinishReason::Length;
-        let start = Instant::now();
-        if req.max_new_tokens > 0 {
-            let mut next = self.sample(&mut sampler, last)?;
-            loop {
-                tokens.push(next);
-                if req.stop_ids.contains(&next) {
-                    finish_reason = FinishReason::Stop;
-                    break;
-                }
-                if tokens.len() >= req.max_new_tokens || cache.len() >= cache.capacity() {
-                    break;
-                }
-                let out = self
-                    .model
-                    .forward(&[next], &mut cache, ForwardOptions::default())?;
-                next = self.sample(&mut sampler, &out.logits)?;
-            }
-        }
-        Ok(Generation {
-            token_ids: tokens,
-            finish_reason,
-            prompt_logits,
-            prefill_seconds,
-            decode_seconds: start.elapsed().as_secs_f64(),
-        })
+    fn empty_cache(&self, capacity: usize) -> KvCache {
+        self.new_cache(capacity)
     }
-
-    /// Every rank samples (keeping seeded streams in step); rank 0's choice is broadcast.
-    fn sample(&self, sampler: &mut Sampler, logits: &[f32]) -> Result<u32, WorkerError> {
+    fn vocab(&self) -> usize {
+        self.vocab_size()
+    }
+    fn max_positions(&self) -> usize {
+        self.config().max_position_embeddings
+    }
+    fn pick(&self, sampler: &mut Sampler, logits: &[f32]) -> Result<u32, WorkerError> {
         let mut token = [sampler.sample(logits)];
-        self.model.collective().broadcast_u32(&mut token, 0)?;
+        self.collective().broadcast_u32(&mut token, 0)?;
         Ok(token[0])
     }
 }
