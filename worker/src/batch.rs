@@ -1,10 +1,14 @@
 //! The batch plumbing shared by [`crate::Model`] and [`crate::ShardedModel`]: checking a batch
 //! of sequence chunks before any compute (and advancing or rolling back their caches after),
-//! flattening their tokens and positions, picking the rows whose logits are wanted, and
-//! splitting the results back per sequence.
+//! flattening their tokens and positions, the embedding → layers → LM head skeleton of a
+//! forward pass ([`forward`]; each model supplies its own layer step), picking the rows whose
+//! logits are wanted, and splitting the results back per sequence.
 
 use crate::error::WorkerError;
 use crate::model::{ForwardOptions, ForwardOutput, QuantTrace, SequenceChunk};
+use crate::projection::apply_norm;
+use bitnet_checkpoints::Norm;
+use bitnet_kernels::{Backend, DenseMatrix};
 
 /// Checks every chunk (non-empty, ids below `vocab`, room in its cache), runs `forward`, then
 /// advances every cache on success or rolls every cache back on error.
@@ -107,4 +111,59 @@ pub(crate) fn split_outputs(
         row_start += n_tokens;
     }
     outputs
+}
+
+/// The ends of a model that both forward passes share.
+pub(crate) struct Ends<'a> {
+    pub embedding: &'a DenseMatrix,
+    pub final_norm: &'a Norm,
+    pub head: &'a DenseMatrix,
+    pub hidden: usize,
+    pub num_layers: usize,
+}
+
+/// One layer over the hidden states `h` in place: `(index, h, positions, batch, trace)`.
+pub(crate) type LayerStep<'s> = dyn FnMut(
+        usize,
+        &mut [f32],
+        &[usize],
+        &mut [SequenceChunk<'_>],
+        Option<QuantTrace>,
+    ) -> Result<Option<QuantTrace>, WorkerError>
+    + 's;
+
+/// Embedding → every layer (via `layer`) → final norm → LM head of the wanted rows, split per
+/// sequence. Caches are appended by the layers; the caller advances or rolls them back.
+pub(crate) fn forward<B: Backend>(
+    backend: &B,
+    ends: Ends<'_>,
+    batch: &mut [SequenceChunk<'_>],
+    options: ForwardOptions,
+    layer: &mut LayerStep<'_>,
+) -> Result<Vec<ForwardOutput>, WorkerError> {
+    let hidden = ends.hidden;
+    let (tokens, positions) = tokens_and_positions(batch);
+    let mut h = vec![0.0f32; tokens.len() * hidden];
+    backend.embedding(ends.embedding, &tokens, &mut h)?;
+    let mut first_layer_q = None;
+    for i in 0..ends.num_layers {
+        let trace = (i == 0 && options.trace_first_layer).then(QuantTrace::default);
+        let trace = layer(i, &mut h, &positions, batch, trace)?;
+        if i == 0 {
+            first_layer_q = trace.filter(|t| !t.scales.is_empty());
+        }
+    }
+    let (wanted, selected) = wanted_rows(batch, options, &h, hidden);
+    let normed = apply_norm(backend, ends.final_norm, &selected, hidden)?;
+    let vocab = ends.head.rows();
+    let mut logits = vec![0.0f32; selected.len() / hidden * vocab];
+    backend.dense_matmul(ends.head, &normed, &mut logits)?;
+    Ok(split_outputs(
+        batch,
+        &wanted,
+        &logits,
+        vocab,
+        first_layer_q,
+        tokens.len(),
+    ))
 }

@@ -109,34 +109,22 @@ impl<B: Backend> Model<B> {
         batch: &mut [SequenceChunk<'_>],
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
-        let hidden = self.config().hidden_size;
-        let (tokens, positions) = plumbing::tokens_and_positions(batch);
-        let mut h = vec![0.0f32; tokens.len() * hidden];
-        self.backend
-            .embedding(&self.weights.embedding, &tokens, &mut h)?;
-        let mut first_layer_q = None;
-        for (i, layer) in self.weights.layers.iter().enumerate() {
-            let trace = (i == 0 && options.trace_first_layer).then(QuantTrace::default);
-            let trace = self.layer(i, layer, &mut h, &positions, batch, trace)?;
-            if i == 0 {
-                first_layer_q = trace.filter(|t| !t.scales.is_empty());
-            }
-        }
-
-        let (wanted, selected) = plumbing::wanted_rows(batch, options, &h, hidden);
-        let normed = apply_norm(&self.backend, &self.weights.final_norm, &selected, hidden)?;
-        let head = self.weights.lm_head();
-        let mut logits = vec![0.0f32; selected.len() / hidden * head.rows()];
-        self.backend.dense_matmul(head, &normed, &mut logits)?;
-
-        Ok(plumbing::split_outputs(
+        let ends = plumbing::Ends {
+            embedding: &self.weights.embedding,
+            final_norm: &self.weights.final_norm,
+            head: self.weights.lm_head(),
+            hidden: self.config().hidden_size,
+            num_layers: self.weights.layers.len(),
+        };
+        plumbing::forward(
+            &self.backend,
+            ends,
             batch,
-            &wanted,
-            &logits,
-            head.rows(),
-            first_layer_q,
-            tokens.len(),
-        ))
+            options,
+            &mut |i, h, positions, batch, trace| {
+                self.layer(i, &self.weights.layers[i], h, positions, batch, trace)
+            },
+        )
     }
 
     /// One decoder layer over `h` in place; returns the q-projection trace when one was asked.

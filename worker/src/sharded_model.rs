@@ -127,35 +127,22 @@ impl<B: Backend> ShardedModel<B> {
         batch: &mut [SequenceChunk<'_>],
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
-        let hidden = self.config().hidden_size;
-        let (tokens, positions) = plumbing::tokens_and_positions(batch);
-        let mut h = vec![0.0f32; tokens.len() * hidden];
-        self.backend
-            .embedding(&self.shard.embedding, &tokens, &mut h)?;
-        let mut first_layer_q = None;
-        for (i, layer) in self.shard.layers.iter().enumerate() {
-            let trace = (i == 0 && options.trace_first_layer).then(QuantTrace::default);
-            let trace = self.layer(i, layer, &mut h, &positions, batch, trace)?;
-            if i == 0 {
-                first_layer_q = trace.filter(|t| !t.scales.is_empty());
-            }
-        }
-
-        let (wanted, selected) = plumbing::wanted_rows(batch, options, &h, hidden);
-        let normed = apply_norm(&self.backend, &self.shard.final_norm, &selected, hidden)?;
-        let head = self.shard.lm_head();
-        let vocab = head.rows();
-        let mut logits = vec![0.0f32; selected.len() / hidden * vocab];
-        self.backend.dense_matmul(head, &normed, &mut logits)?;
-
-        Ok(plumbing::split_outputs(
+        let ends = plumbing::Ends {
+            embedding: &self.shard.embedding,
+            final_norm: &self.shard.final_norm,
+            head: self.shard.lm_head(),
+            hidden: self.config().hidden_size,
+            num_layers: self.shard.layers.len(),
+        };
+        plumbing::forward(
+            &self.backend,
+            ends,
             batch,
-            &wanted,
-            &logits,
-            head.rows(),
-            first_layer_q,
-            tokens.len(),
-        ))
+            options,
+            &mut |i, h, positions, batch, trace| {
+                self.layer(i, &self.shard.layers[i], h, positions, batch, trace)
+            },
+        )
     }
 
     /// One decoder layer over the replicated hidden state `h`, in place.
