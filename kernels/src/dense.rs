@@ -6,6 +6,7 @@
 //! weight is rounded to 1/127 of its row's absmax; activations stay f32).
 
 use crate::error::{check_len, KernelError};
+use crate::reference;
 use half::{bf16, f16};
 
 /// Row storage of a dense matrix, in its checkpoint dtype.
@@ -147,8 +148,10 @@ impl DenseMatrix {
         }
     }
 
-    /// Dot product of row `row` with `x` (`x.len() == cols`), accumulated in f32; for
-    /// [`DenseData::I8`], `(Σ_k q[k] · x[k]) · scale[row]`.
+    /// Dot product of row `row` with `x` (`x.len() == cols`), accumulated in f32. For
+    /// [`DenseData::I8`] (`--lm-head int8`, a numerics change) `x` is quantized too, as every
+    /// BitLinear input is (`s = 127 / max|x|`, `qx = round_ties_even(x · s)`), the products are
+    /// summed exactly in i32 and the result is `(Σ_k q[k] · qx[k]) as f32 · (scale[row] / s)`.
     pub fn row_dot(&self, row: usize, x: &[f32]) -> f32 {
         let range = row * self.cols..(row + 1) * self.cols;
         match &self.data {
@@ -156,12 +159,13 @@ impl DenseMatrix {
             DenseData::F16(v) => v[range].iter().zip(x).map(|(w, x)| w.to_f32() * x).sum(),
             DenseData::BF16(v) => v[range].iter().zip(x).map(|(w, x)| w.to_f32() * x).sum(),
             DenseData::I8 { values, scales } => {
-                let dot: f32 = values[range]
+                let s = reference::activation_scale(x);
+                let dot: i32 = values[range]
                     .iter()
                     .zip(x)
-                    .map(|(&q, x)| q as f32 * x)
+                    .map(|(&q, &v)| q as i32 * reference::quantize_value(v, s) as i32)
                     .sum();
-                dot * scales[row]
+                dot as f32 * (scales[row] / s)
             }
         }
     }
@@ -225,7 +229,9 @@ mod tests {
         q.row_into(0, &mut row);
         let s = 2.0f32 / 127.0;
         assert_eq!(row, [64.0 * s, -127.0 * s, 32.0 * s]);
-        assert_eq!(q.row_dot(0, &[1.0, 0.0, 0.0]), 64.0 * (2.0 / 127.0));
+        // x = [1, 0, -0.5]: s = 127, qx = [127, 0, -64] (-63.5 ties to even), dot = 64·127 − 32·64
+        let dot = (64 * 127 - 32 * 64) as f32;
+        assert_eq!(q.row_dot(0, &[1.0, 0.0, -0.5]), dot * (s / 127.0));
         assert_eq!(q.row_dot(1, &[1.0, 1.0, 1.0]), 0.0);
     }
 }

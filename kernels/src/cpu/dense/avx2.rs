@@ -1,5 +1,5 @@
 //! AVX2 dense kernels (the `avx2` path): 8 f32 lanes with FMA, f16 widened with F16C
-//! `vcvtph2ps`, bf16 by a 16-bit shift, int8 by `vpmovsxbd` + `vcvtdq2ps`; the column tail is
+//! `vcvtph2ps`, bf16 by a 16-bit shift; the column tail is
 //! copied into zero-padded stack buffers and run as one more vector step.
 
 use super::{Block, OutPtr, Weights, ROW_TILE, X_TILE};
@@ -8,7 +8,6 @@ use std::arch::x86_64::*;
 const F32: u8 = 0;
 const F16: u8 = 1;
 const BF16: u8 = 2;
-const I8: u8 = 3;
 
 /// Rows `r0..r1` of `block` into `out` (`out[i · out_stride + r]` for `i < nx`).
 ///
@@ -20,10 +19,9 @@ pub unsafe fn run(block: &Block, r0: usize, r1: usize, out: OutPtr) {
     // SAFETY: forwarded from this function's contract; the slices bound every pointer below.
     unsafe {
         match block.w {
-            Weights::F32(w) => rows::<F32>(w.as_ptr().cast(), 4, None, block, r0, r1, out),
-            Weights::F16(w) => rows::<F16>(w.as_ptr().cast(), 2, None, block, r0, r1, out),
-            Weights::BF16(w) => rows::<BF16>(w.as_ptr().cast(), 2, None, block, r0, r1, out),
-            Weights::I8(w, s) => rows::<I8>(w.as_ptr().cast(), 1, Some(s), block, r0, r1, out),
+            Weights::F32(w) => rows::<F32>(w.as_ptr().cast(), 4, block, r0, r1, out),
+            Weights::F16(w) => rows::<F16>(w.as_ptr().cast(), 2, block, r0, r1, out),
+            Weights::BF16(w) => rows::<BF16>(w.as_ptr().cast(), 2, block, r0, r1, out),
         }
     }
 }
@@ -36,7 +34,6 @@ pub unsafe fn run(block: &Block, r0: usize, r1: usize, out: OutPtr) {
 unsafe fn rows<const D: u8>(
     w: *const u8,
     elem: usize,
-    scales: Option<&[f32]>,
     block: &Block,
     r0: usize,
     r1: usize,
@@ -47,12 +44,11 @@ unsafe fn rows<const D: u8>(
     if block.nx == 1 {
         // GEMV: one weight row at a time, a single sequential stream per thread.
         for r in r0..r1 {
-            let scale = scales.map_or(1.0, |s| s[r]);
             // SAFETY: row `r < r1` is inside `w`, `x` holds `cols` floats, and output element
             // `r` belongs to this caller (contract).
             unsafe {
                 let y = gemv_row::<D>(w.add(r * row_bytes), elem, block.x.as_ptr(), cols);
-                *out.0.add(r) = y * scale;
+                *out.0.add(r) = y;
             }
         }
         return;
@@ -83,16 +79,7 @@ unsafe fn rows<const D: u8>(
             }
             j += X_TILE.min(block.nx - j);
         }
-        let done = if full { ROW_TILE } else { 1 };
-        if let Some(s) = scales {
-            for i in 0..block.nx {
-                for (k, &sc) in s[r..r + done].iter().enumerate() {
-                    // SAFETY: `i < nx`, `r + k < r1`: an element of this caller's rows.
-                    unsafe { *out.0.add(i * stride + r + k) *= sc };
-                }
-            }
-        }
-        r += done;
+        r += if full { ROW_TILE } else { 1 };
     }
 }
 
@@ -106,15 +93,12 @@ unsafe fn load<const D: u8>(w: *const u8, k: usize) -> __m256 {
     // SAFETY: the caller guarantees eight readable elements; unaligned loads are allowed.
     unsafe {
         match D {
-            F32 => _mm256_loadu_ps(w.cast::<f32>().add(k)),
             F16 => _mm256_cvtph_ps(_mm_loadu_si128(w.cast::<u16>().add(k).cast())),
             BF16 => {
                 let h = _mm_loadu_si128(w.cast::<u16>().add(k).cast());
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
             }
-            _ => _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                w.cast::<i8>().add(k).cast(),
-            ))),
+            _ => _mm256_loadu_ps(w.cast::<f32>().add(k)),
         }
     }
 }

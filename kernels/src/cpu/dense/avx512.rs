@@ -1,6 +1,5 @@
 //! AVX-512 dense kernels (the `avx512vnni` path): 16 f32 lanes, f16 widened with `vcvtph2ps`,
-//! bf16 by a 16-bit shift, int8 by an in-lane byte shuffle into the top byte of each lane (see
-//! [`widen_i8`]); the column tail uses masked loads.
+//! bf16 by a 16-bit shift; the column tail uses masked loads.
 
 use super::{Block, OutPtr, Weights, ROW_TILE, X_TILE};
 use std::arch::x86_64::*;
@@ -8,49 +7,6 @@ use std::arch::x86_64::*;
 const F32: u8 = 0;
 const F16: u8 = 1;
 const BF16: u8 = 2;
-const I8: u8 = 3;
-
-/// What an int8 kernel's sums are multiplied by: [`widen_i8`] yields `q · 2^24`.
-const I8_UNSHIFT: f32 = 1.0 / (1u32 << 24) as f32;
-
-/// Factor that undoes the widening of dtype `D` (exact: a power of two).
-const fn unshift<const D: u8>() -> f32 {
-    if D == I8 {
-        I8_UNSHIFT
-    } else {
-        1.0
-    }
-}
-
-/// Sixteen int8 values (`b`, one 128-bit lane) as f32 `q · 2^24`: the bytes are broadcast to
-/// the four lanes and `vpshufb` puts byte `i` into the top byte of dword `i`, zeros below.
-/// `q · 2^24` converts exactly, and scaling every product by 2^24 changes no rounding (away
-/// from the subnormal range), so the sums times 2^-24 equal sums of `q · x`. (`vpmovsxbd zmm` crosses 128-bit lanes and runs at
-/// about a third of the speed on Zen 4.)
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn widen_i8(b: __m128i) -> __m512 {
-    let ctrl = _mm512_setr_epi32(
-        0x0080_8080,
-        0x0180_8080,
-        0x0280_8080,
-        0x0380_8080,
-        0x0480_8080,
-        0x0580_8080,
-        0x0680_8080,
-        0x0780_8080,
-        0x0880_8080,
-        0x0980_8080,
-        0x0a80_8080,
-        0x0b80_8080,
-        0x0c80_8080,
-        0x0d80_8080,
-        0x0e80_8080,
-        0x0f80_8080,
-    );
-    let top = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(b), ctrl);
-    _mm512_cvtepi32_ps(top)
-}
 
 /// Rows `r0..r1` of `block` into `out` (`out[i · out_stride + r]` for `i < nx`).
 ///
@@ -62,10 +18,9 @@ pub unsafe fn run(block: &Block, r0: usize, r1: usize, out: OutPtr) {
     // SAFETY: forwarded from this function's contract; the slices bound every pointer below.
     unsafe {
         match block.w {
-            Weights::F32(w) => rows::<F32>(w.as_ptr().cast(), 4, None, block, r0, r1, out),
-            Weights::F16(w) => rows::<F16>(w.as_ptr().cast(), 2, None, block, r0, r1, out),
-            Weights::BF16(w) => rows::<BF16>(w.as_ptr().cast(), 2, None, block, r0, r1, out),
-            Weights::I8(w, s) => rows::<I8>(w.as_ptr().cast(), 1, Some(s), block, r0, r1, out),
+            Weights::F32(w) => rows::<F32>(w.as_ptr().cast(), 4, block, r0, r1, out),
+            Weights::F16(w) => rows::<F16>(w.as_ptr().cast(), 2, block, r0, r1, out),
+            Weights::BF16(w) => rows::<BF16>(w.as_ptr().cast(), 2, block, r0, r1, out),
         }
     }
 }
@@ -78,7 +33,6 @@ pub unsafe fn run(block: &Block, r0: usize, r1: usize, out: OutPtr) {
 unsafe fn rows<const D: u8>(
     w: *const u8,
     elem: usize,
-    scales: Option<&[f32]>,
     block: &Block,
     r0: usize,
     r1: usize,
@@ -89,12 +43,11 @@ unsafe fn rows<const D: u8>(
     if block.nx == 1 {
         // GEMV: one weight row at a time, a single sequential stream per thread.
         for r in r0..r1 {
-            let scale = scales.map_or(1.0, |s| s[r]);
             // SAFETY: row `r < r1` is inside `w`, `x` holds `cols` floats, and output element
             // `r` belongs to this caller (contract).
             unsafe {
                 let y = gemv_row::<D>(w.add(r * row_bytes), elem, block.x.as_ptr(), cols);
-                *out.0.add(r) = y * scale;
+                *out.0.add(r) = y;
             }
         }
         return;
@@ -123,16 +76,7 @@ unsafe fn rows<const D: u8>(
             }
             j += X_TILE.min(block.nx - j);
         }
-        let done = if full { ROW_TILE } else { 1 };
-        if let Some(s) = scales {
-            for i in 0..block.nx {
-                for (k, &sc) in s[r..r + done].iter().enumerate() {
-                    // SAFETY: `i < nx`, `r + k < r1`: an element of this caller's rows.
-                    unsafe { *out.0.add(i * stride + r + k) *= sc };
-                }
-            }
-        }
-        r += done;
+        r += if full { ROW_TILE } else { 1 };
     }
 }
 
@@ -146,13 +90,12 @@ unsafe fn load<const D: u8>(w: *const u8, k: usize) -> __m512 {
     // SAFETY: the caller guarantees sixteen readable elements; unaligned loads are allowed.
     unsafe {
         match D {
-            F32 => _mm512_loadu_ps(w.cast::<f32>().add(k)),
             F16 => _mm512_cvtph_ps(_mm256_loadu_si256(w.cast::<u16>().add(k).cast())),
             BF16 => {
                 let h = _mm256_loadu_si256(w.cast::<u16>().add(k).cast());
                 _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
             }
-            _ => widen_i8(_mm_loadu_si128(w.cast::<i8>().add(k).cast())),
+            _ => _mm512_loadu_ps(w.cast::<f32>().add(k)),
         }
     }
 }
@@ -168,13 +111,12 @@ unsafe fn load_masked<const D: u8>(w: *const u8, k: usize, mask: __mmask16) -> _
     // SAFETY: as documented: only masked-in elements are read.
     unsafe {
         match D {
-            F32 => _mm512_maskz_loadu_ps(mask, w.cast::<f32>().add(k)),
             F16 => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, w.cast::<i16>().add(k))),
             BF16 => {
                 let h = _mm256_maskz_loadu_epi16(mask, w.cast::<i16>().add(k));
                 _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
             }
-            _ => widen_i8(_mm_maskz_loadu_epi8(mask, w.cast::<i8>().add(k))),
+            _ => _mm512_maskz_loadu_ps(mask, w.cast::<f32>().add(k)),
         }
     }
 }
@@ -226,7 +168,7 @@ unsafe fn tile<const D: u8, const R: usize, const N: usize>(
         }
         for (r, a) in acc.iter().enumerate() {
             for (j, v) in a.iter().enumerate() {
-                *out.add(j * stride + r) = _mm512_reduce_add_ps(*v) * unshift::<D>();
+                *out.add(j * stride + r) = _mm512_reduce_add_ps(*v);
             }
         }
     }
@@ -261,5 +203,5 @@ unsafe fn gemv_row<const D: u8>(w: *const u8, _elem: usize, x: *const f32, cols:
         }
     }
     let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(s) * unshift::<D>()
+    _mm512_reduce_add_ps(s)
 }

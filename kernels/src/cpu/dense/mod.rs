@@ -16,14 +16,14 @@
 //!   streams from memory exactly once per call.
 //!
 //! Accumulation is f32 with FMA: results differ from the sequential reference by float
-//! reassociation only. Int8 weights ([`DenseData::I8`], `--lm-head int8`) keep `x` in f32,
-//! accumulate `Σ x · q` and multiply by the row scale at the end, exactly as
-//! [`DenseMatrix::row_dot`] defines it. Nothing is allocated per call.
+//! reassociation only. Nothing is allocated per call. Int8 weights ([`DenseData::I8`],
+//! `--lm-head int8`) go to [`int8`]: int8 activations too, exact i32 sums.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod int8;
 pub mod scalar;
 
 use super::{CpuBackend, CpuPath};
@@ -48,17 +48,16 @@ pub enum Weights<'a> {
     F16(&'a [u16]),
     /// bf16 bit patterns.
     BF16(&'a [u16]),
-    /// Int8 values and one scale per row.
-    I8(&'a [i8], &'a [f32]),
 }
 
 impl<'a> Weights<'a> {
-    fn of(data: &'a DenseData) -> Self {
+    /// The float weights of `data`; `None` for int8 (see [`int8`]).
+    fn of(data: &'a DenseData) -> Option<Self> {
         match data {
-            DenseData::F32(v) => Weights::F32(v),
-            DenseData::F16(v) => Weights::F16(v.reinterpret_cast()),
-            DenseData::BF16(v) => Weights::BF16(v.reinterpret_cast()),
-            DenseData::I8 { values, scales } => Weights::I8(values, scales),
+            DenseData::F32(v) => Some(Weights::F32(v)),
+            DenseData::F16(v) => Some(Weights::F16(v.reinterpret_cast())),
+            DenseData::BF16(v) => Some(Weights::BF16(v.reinterpret_cast())),
+            DenseData::I8 { .. } => None,
         }
     }
 }
@@ -100,7 +99,12 @@ pub fn matmul(backend: &CpuBackend, w: &DenseMatrix, x: &[f32], out: &mut [f32])
         return;
     }
     let n = x.len() / cols;
-    let weights = Weights::of(w.data());
+    let Some(weights) = Weights::of(w.data()) else {
+        if let DenseData::I8 { values, scales } = w.data() {
+            int8::matmul(backend, values, scales, cols, x, out);
+        }
+        return;
+    };
     let xb = x_block(cols);
     let threads = backend.threads();
     for (xs, os) in x.chunks(xb * cols).zip(out.chunks_mut(xb * rows)) {

@@ -31,12 +31,6 @@ impl Widen for bf16 {
     }
 }
 
-impl Widen for i8 {
-    fn widen(self) -> f32 {
-        self as f32
-    }
-}
-
 /// Rows `r0..r1` of `block` into `out` (`out[i · out_stride + r]` for `i < nx`).
 ///
 /// # Safety
@@ -46,10 +40,9 @@ pub unsafe fn run(block: &Block, r0: usize, r1: usize, out: OutPtr) {
     // SAFETY: forwarded from this function's contract.
     unsafe {
         match block.w {
-            Weights::F32(w) => rows(w, None, block, r0, r1, out),
-            Weights::F16(w) => rows(w.reinterpret_cast::<f16>(), None, block, r0, r1, out),
-            Weights::BF16(w) => rows(w.reinterpret_cast::<bf16>(), None, block, r0, r1, out),
-            Weights::I8(w, s) => rows(w, Some(s), block, r0, r1, out),
+            Weights::F32(w) => rows(w, block, r0, r1, out),
+            Weights::F16(w) => rows(w.reinterpret_cast::<f16>(), block, r0, r1, out),
+            Weights::BF16(w) => rows(w.reinterpret_cast::<bf16>(), block, r0, r1, out),
         }
     }
 }
@@ -58,14 +51,7 @@ pub unsafe fn run(block: &Block, r0: usize, r1: usize, out: OutPtr) {
 ///
 /// # Safety
 /// As [`run`].
-unsafe fn rows<T: Widen>(
-    w: &[T],
-    scales: Option<&[f32]>,
-    block: &Block,
-    r0: usize,
-    r1: usize,
-    out: OutPtr,
-) {
+unsafe fn rows<T: Widen>(w: &[T], block: &Block, r0: usize, r1: usize, out: OutPtr) {
     let cols = block.cols;
     let mut r = r0;
     while r < r1 {
@@ -81,11 +67,10 @@ unsafe fn rows<T: Widen>(
                 }
             }
             for (ri, s) in sums.iter().enumerate().take(rt) {
-                let scale = scales.map_or(1.0, |sc| sc[r + ri]);
                 for (ji, y) in s.iter().enumerate().take(xt) {
                     // SAFETY: `(j + ji) < nx` and `r + ri < r1 <= out_stride`, inside the
                     // buffer, and row `r + ri` belongs to this caller alone (contract of `run`).
-                    unsafe { *out.0.add((j + ji) * block.out_stride + r + ri) = y * scale };
+                    unsafe { *out.0.add((j + ji) * block.out_stride + r + ri) = *y };
                 }
             }
             j += xt;
