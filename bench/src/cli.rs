@@ -2,6 +2,7 @@
 
 use crate::kernel_bench::{self, KernelBenchOptions};
 use crate::model_bench::{self, ModelBenchOptions};
+use crate::serve::{self, ServeArgs};
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -20,6 +21,8 @@ pub enum Command {
     Model(ModelArgs),
     /// Ternary and dense GEMV/GEMM throughput per CPU path at the 2B-4T and 3B layer shapes.
     Kernels(KernelArgs),
+    /// Serving load over the client SDK (vllm bench serve metrics): TTFT, TPOT, ITL, throughput.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +103,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 rows: a.n,
                 json: a.json,
             })?;
+        }
+        Command::Serve(a) => {
+            serve::run(&a)?;
         }
     }
     Ok(())

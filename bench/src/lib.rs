@@ -4,14 +4,16 @@
 //!   resident memory, read bandwidth and the decode bandwidth floor, on random weights.
 //! - [`kernel_bench`]: `bitnet-bench kernels`: GB/s and GOP/s per CPU path and layer shape,
 //!   beside the `gemm` crate.
-//! - [`presets`], [`bandwidth`], [`memory`], [`timing`]: the pieces they share.
-//!
-//! Serving load, energy, perplexity and the Markdown report come with the benchmark issue.
+//! - [`serve`]: `bitnet-bench serve`: a `vllm bench serve`-style load generator over the
+//!   client SDK (TTFT, TPOT, ITL, E2E latency, throughputs, goodput, soak memory slope).
+//! - [`presets`], [`bandwidth`], [`memory`], [`timing`], [`meta`]: the pieces they share.
 
 pub mod bandwidth;
 pub mod cli;
 pub mod kernel_bench;
 pub mod memory;
+pub mod meta;
 pub mod model_bench;
 pub mod presets;
+pub mod serve;
 pub mod timing;

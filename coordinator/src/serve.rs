@@ -205,7 +205,8 @@ pub async fn serve_on(
         .add_service(reflection)
         .add_service(served.service.into_server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Streamed tokens must not wait for Nagle's algorithm (≈ 40 ms per chunk).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 shutdown.await;
                 // Draining (or a worker died): health checks see it before the socket closes.
