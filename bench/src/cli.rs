@@ -3,6 +3,7 @@
 use crate::kernel_bench::{self, KernelBenchOptions};
 use crate::model_bench::{self, ModelBenchOptions};
 use crate::serve::{self, ServeArgs};
+use crate::sweep::{self, SweepOptions};
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +52,19 @@ pub struct ModelArgs {
     /// LM head arithmetic: f16 (as stored) or int8 with per-row scales (a numerics change).
     #[arg(long, default_value = "f16", value_parser = ["f16", "int8"])]
     pub lm_head: String,
+    /// The paper's Table 3 protocol instead: grow the batch at a fixed sequence length until
+    /// the memory budget is full, for the preset and the model of the other kind of the same shape.
+    #[arg(long)]
+    pub sweep_to_memory: bool,
+    /// Memory budget of the sweep in GB (default: the machine's available memory).
+    #[arg(long)]
+    pub memory_budget: Option<f64>,
+    /// Sequence length of the sweep.
+    #[arg(long, default_value_t = 512)]
+    pub sweep_seq_len: usize,
+    /// Decode steps measured per batch of the sweep (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub sweep_steps: usize,
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -83,6 +97,22 @@ fn check_device(device: &str) -> Result<()> {
 pub fn run(cli: Cli) -> Result<()> {
     let default_threads = bitnet_kernels::cpu::physical_cores;
     match cli.command {
+        Command::Model(a) if a.sweep_to_memory => {
+            check_device(&a.device)?;
+            let budget = match a.memory_budget {
+                Some(gb) if gb.is_finite() && gb > 0.0 => Some((gb * 1e9) as u64),
+                Some(gb) => bail!("--memory-budget {gb}: expected a positive number of GB"),
+                None => None,
+            };
+            sweep::run(&SweepOptions {
+                preset: a.preset,
+                threads: a.threads.unwrap_or_else(default_threads),
+                memory_budget: budget,
+                seq_len: a.sweep_seq_len,
+                steps: a.sweep_steps,
+                json: a.json,
+            })?;
+        }
         Command::Model(a) => {
             check_device(&a.device)?;
             model_bench::run(&ModelBenchOptions {

@@ -162,7 +162,13 @@ pub fn run(opts: &KernelBenchOptions) -> Result<Vec<KernelResult>> {
         }
     }
     if let Some(path) = &opts.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+        let report = serde_json::json!({
+            "kind": "kernels",
+            "meta": crate::meta::RunMeta::now(),
+            "threads": opts.threads,
+            "results": &results,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(results)

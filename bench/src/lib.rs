@@ -6,14 +6,19 @@
 //!   beside the `gemm` crate.
 //! - [`serve`]: `bitnet-bench serve`: a `vllm bench serve`-style load generator over the
 //!   client SDK (TTFT, TPOT, ITL, E2E latency, throughputs, goodput, soak memory slope).
+//! - [`sweep`]: `bitnet-bench model --sweep-to-memory`: the paper's Table 3 protocol (largest
+//!   batch under a memory budget, BitNet versus FP16 LLaMA).
+//! - [`energy`]: joules per token where a meter exists (RAPL), "not measurable here" otherwise.
 //! - [`presets`], [`bandwidth`], [`memory`], [`timing`], [`meta`]: the pieces they share.
 
 pub mod bandwidth;
 pub mod cli;
+pub mod energy;
 pub mod kernel_bench;
 pub mod memory;
 pub mod meta;
 pub mod model_bench;
 pub mod presets;
 pub mod serve;
+pub mod sweep;
 pub mod timing;

@@ -3,7 +3,9 @@
 //! run, and the decode bandwidth floor with the fraction of it achieved.
 
 use crate::bandwidth::read_bandwidth_gb_s;
+use crate::energy::{self, EnergyReport};
 use crate::memory::resident_bytes;
+use crate::meta::RunMeta;
 use crate::presets;
 use anyhow::{bail, Context, Result};
 use bitnet_kernels::CpuBackend;
@@ -45,6 +47,8 @@ pub struct ModelResult {
 /// The whole run. Field names are relied on by other tools.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelReport {
+    pub kind: &'static str,
+    pub meta: RunMeta,
     pub preset: String,
     pub device: String,
     pub threads: usize,
@@ -58,6 +62,8 @@ pub struct ModelReport {
     pub weight_memory_bytes: u64,
     pub build_seconds: f64,
     pub results: Vec<ModelResult>,
+    /// Energy of batch-1 decode, where this machine has a meter.
+    pub energy: EnergyReport,
 }
 
 /// Runs the model benchmark and prints a table (and writes JSON when asked).
@@ -115,7 +121,7 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
             } else {
                 None
             };
-            let decode = decode_tokens_per_s(&model, batch, prompt_len, opts.gen_len)?;
+            let (decode, resident) = decode_tokens_per_s(&model, batch, prompt_len, opts.gen_len)?;
             let context = prompt_len + opts.gen_len / 2;
             let bytes_per_step = weight_bytes + batch as u64 * context as u64 * kv_token_bytes;
             let floor = batch as f64 * bandwidth * 1e9 / bytes_per_step as f64;
@@ -126,13 +132,28 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
                 decode_tokens_per_s: decode,
                 decode_floor_tokens_per_s: floor,
                 fraction_of_floor: decode / floor,
-                resident_bytes: resident_bytes(),
+                resident_bytes: resident,
                 bytes_per_step,
             });
             print_row(results.last().expect("just pushed"), results.len() == 1);
         }
     }
+    let energy = energy::measure(|| {
+        decode_tokens_per_s(&model, 1, opts.prompt_lens[0], opts.gen_len)
+            .map(|_| opts.gen_len as u64 - 1)
+    })?;
+    if let (Some(j), Some(w)) = (energy.joules_per_token, energy.average_watts) {
+        println!(
+            "energy: {j:.3} J/token, {w:.1} W average ({})",
+            energy.source
+        );
+    } else {
+        println!("energy: {}", energy.source);
+    }
     let report = ModelReport {
+        kind: "model",
+        meta: RunMeta::now(),
+        energy,
         preset: opts.preset.clone(),
         device: "cpu".into(),
         threads: model.backend().threads(),
@@ -207,13 +228,14 @@ fn prefill_tokens_per_s<B: bitnet_kernels::Backend>(
     Ok((batch * prompt_len) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Tokens/s of `gen_len` decode steps of `batch` sequences at a context of `prompt_len`.
-fn decode_tokens_per_s<B: bitnet_kernels::Backend>(
+/// Tokens/s of `gen_len` decode steps of `batch` sequences at a context of `prompt_len`
+/// (the first step a warm-up), and the resident memory while the caches are held.
+pub fn decode_tokens_per_s<B: bitnet_kernels::Backend>(
     model: &Model<B>,
     batch: usize,
     prompt_len: usize,
     gen_len: usize,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     let vocab = model.vocab_size();
     let mut caches = Vec::with_capacity(batch);
     for s in 0..batch {
@@ -238,5 +260,6 @@ fn decode_tokens_per_s<B: bitnet_kernels::Backend>(
     for i in 1..gen_len {
         step(i, &mut caches)?;
     }
-    Ok((batch * (gen_len - 1)) as f64 / start.elapsed().as_secs_f64())
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(((batch * (gen_len - 1)) as f64 / seconds, resident_bytes()))
 }
