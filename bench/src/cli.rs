@@ -2,6 +2,8 @@
 
 use crate::kernel_bench::{self, KernelBenchOptions};
 use crate::model_bench::{self, ModelBenchOptions};
+use crate::ppl::{self, PplOptions};
+use crate::report;
 use crate::serve::{self, ServeArgs};
 use crate::sweep::{self, SweepOptions};
 use anyhow::{bail, Result};
@@ -24,6 +26,41 @@ pub enum Command {
     Kernels(KernelArgs),
     /// Serving load over the client SDK (vllm bench serve metrics): TTFT, TPOT, ITL, throughput.
     Serve(ServeArgs),
+    /// Perplexity of a checkpoint on a text file (1bitLLM eval_ppl.py document packing).
+    Ppl(PplArgs),
+    /// A Markdown report with SVG plots from the JSON files of the runs in RESULTS_DIR.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Directory of `--json` result files.
+    pub results_dir: PathBuf,
+    /// Report file (default: RESULTS_DIR/report.md); plots go to `plots/` beside it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PplArgs {
+    /// Model directory (any family the engine loads; needs tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Text file: every non-empty line is one text.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Longest document in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub seqlen: usize,
+    /// Compute threads (default: physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Evaluate at most this many documents.
+    #[arg(long)]
+    pub max_docs: Option<usize>,
+    /// Also write the result as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +173,20 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(a) => {
             serve::run(&a)?;
+        }
+        Command::Report(a) => {
+            let path = report::run(&a.results_dir, a.out.as_deref())?;
+            println!("wrote {}", path.display());
+        }
+        Command::Ppl(a) => {
+            ppl::run(&PplOptions {
+                model: a.model,
+                text: a.text,
+                seqlen: a.seqlen,
+                threads: a.threads.unwrap_or_else(default_threads),
+                max_docs: a.max_docs,
+                json: a.json,
+            })?;
         }
     }
     Ok(())

@@ -8,6 +8,8 @@
 //!   client SDK (TTFT, TPOT, ITL, E2E latency, throughputs, goodput, soak memory slope).
 //! - [`sweep`]: `bitnet-bench model --sweep-to-memory`: the paper's Table 3 protocol (largest
 //!   batch under a memory budget, BitNet versus FP16 LLaMA).
+//! - [`ppl`]: `bitnet-bench ppl`: perplexity on a text file (1bitLLM `eval_ppl.py` packing).
+//! - [`report`]: `bitnet-bench report DIR`: Markdown + SVG plots from the runs' JSON files.
 //! - [`energy`]: joules per token where a meter exists (RAPL), "not measurable here" otherwise.
 //! - [`presets`], [`bandwidth`], [`memory`], [`timing`], [`meta`]: the pieces they share.
 
@@ -18,7 +20,9 @@ pub mod kernel_bench;
 pub mod memory;
 pub mod meta;
 pub mod model_bench;
+pub mod ppl;
 pub mod presets;
+pub mod report;
 pub mod serve;
 pub mod sweep;
 pub mod timing;

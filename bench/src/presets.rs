@@ -1,6 +1,7 @@
 //! Model shapes of `bitnet-bench model --preset NAME`: the 1bitLLM reproductions, Microsoft's
 //! 2B-4T, and the LLaMA-2 shapes of the BitNet b1.58 paper (7B, 13B, 70B), each also as a dense
-//! FP16 LLaMA of the same shape (`llama-*`), the baseline the paper compares against.
+//! FP16 LLaMA of the same shape (`llama-*`), the baseline the paper compares against; `*-tiny`
+//! is a few-MB model of the 2B-4T graph for tests.
 
 use bitnet_checkpoints::{Activation, Family};
 use bitnet_worker::SyntheticSpec;
@@ -19,7 +20,7 @@ struct Shape {
     tied: bool,
 }
 
-const SHAPES: [Shape; 7] = [
+const SHAPES: [Shape; 8] = [
     Shape {
         name: "700m",
         family: Family::OneBitLlm,
@@ -103,6 +104,19 @@ const SHAPES: [Shape; 7] = [
         vocab: 32000,
         activation: Activation::Silu,
         tied: false,
+    },
+    // A few-MB model of the 2B-4T graph for tests and smoke runs (not a published shape).
+    Shape {
+        name: "tiny",
+        family: Family::BitNet,
+        hidden: 128,
+        intermediate: 256,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        vocab: 512,
+        activation: Activation::Relu2,
+        tied: true,
     },
 ];
 
