@@ -39,6 +39,9 @@ pub struct ReportArgs {
     /// Report file (default: RESULTS_DIR/report.md); plots go to `plots/` beside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A paragraph placed under the title (e.g. how the report was produced).
+    #[arg(long)]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -175,7 +178,7 @@ pub fn run(cli: Cli) -> Result<()> {
             serve::run(&a)?;
         }
         Command::Report(a) => {
-            let path = report::run(&a.results_dir, a.out.as_deref())?;
+            let path = report::run(&a.results_dir, a.out.as_deref(), a.note.as_deref())?;
             println!("wrote {}", path.display());
         }
         Command::Ppl(a) => {

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Requests per load point.
     #[arg(long, default_value_t = 64)]
     pub num_prompts: usize,
+    /// Requests per load point as a multiple of its concurrency instead (a curve whose low
+    /// points stay short).
+    #[arg(long)]
+    pub prompts_per_concurrency: Option<usize>,
     /// Prompt length in tokens (random token ids).
     #[arg(long, default_value_t = 128)]
     pub input_len: usize,
@@ -209,10 +213,20 @@ async fn run_async(args: &ServeArgs) -> Result<ServeReport> {
     };
     let info = client.model_info().await.context("GetModelInfo")?;
     let model = serde_json::to_value(&info)?;
-    let items = match &args.dataset {
-        Some(path) => workload::dataset_prompts(path, args.num_prompts, args.output_len)?,
+    let count = |concurrency: usize| match args.prompts_per_concurrency {
+        Some(k) => k.max(1) * concurrency,
+        None => args.num_prompts,
+    };
+    let most = args
+        .concurrency
+        .iter()
+        .map(|&c| count(c))
+        .max()
+        .unwrap_or(1);
+    let all_items = match &args.dataset {
+        Some(path) => workload::dataset_prompts(path, most, args.output_len)?,
         None => workload::random_prompts(
-            args.num_prompts,
+            most,
             args.input_len,
             args.output_len,
             info.vocab_size,
@@ -222,6 +236,7 @@ async fn run_async(args: &ServeArgs) -> Result<ServeReport> {
     let slo = args.goodput.clone().unwrap_or_default();
     let mut points = Vec::new();
     for &concurrency in &args.concurrency {
+        let items = &all_items[..count(concurrency)];
         for &rate in &args.request_rate {
             eprintln!(
                 "load point: concurrency {concurrency}, rate {}",
@@ -232,7 +247,7 @@ async fn run_async(args: &ServeArgs) -> Result<ServeReport> {
                     let interval = Duration::from_secs_f64(args.rss_interval.max(0.1));
                     let (records, d, rss) = soak::run_soak(
                         &client,
-                        &items,
+                        items,
                         concurrency,
                         Duration::from_secs_f64(secs),
                         rss_pid,
@@ -244,7 +259,7 @@ async fn run_async(args: &ServeArgs) -> Result<ServeReport> {
                 None => {
                     let arrivals = workload::arrival_times(items.len(), rate, args.seed);
                     let (records, d) =
-                        load::run_point(&client, &items, &arrivals, concurrency).await;
+                        load::run_point(&client, items, &arrivals, concurrency).await;
                     (records, d, None)
                 }
             };
