@@ -66,16 +66,27 @@ impl SafetensorsDir {
         if index_path.is_file() {
             Self::open_sharded(dir, &index_path)
         } else if single_path.is_file() {
-            let shard = open_shard(&single_path)?;
-            let index = shard.order.iter().map(|n| (n.clone(), 0)).collect();
-            Ok(Self {
-                source: single_path,
-                shards: vec![shard],
-                index,
-            })
+            Self::open_file(&single_path)
         } else {
             Err(no_weights_error(dir))
         }
+    }
+
+    /// Opens one safetensors file on its own (a rank's file of a pre-sharded checkpoint).
+    pub fn open_file(path: &Path) -> Result<Self, CheckpointError> {
+        if !path.is_file() {
+            return Err(CheckpointError::NotFound {
+                path: path.to_path_buf(),
+                what: "weight file",
+            });
+        }
+        let shard = open_shard(path)?;
+        let index = shard.order.iter().map(|n| (n.clone(), 0)).collect();
+        Ok(Self {
+            source: path.to_path_buf(),
+            shards: vec![shard],
+            index,
+        })
     }
 
     fn open_sharded(dir: &Path, index_path: &Path) -> Result<Self, CheckpointError> {
@@ -168,6 +179,18 @@ impl SafetensorsDir {
     /// Sum of the sizes of the weight files.
     pub fn bytes_on_disk(&self) -> u64 {
         self.shards.iter().map(|s| s.mmap.len() as u64).sum()
+    }
+
+    /// Drops the mapped pages from this process's resident set (best effort): a streaming
+    /// reader (the compression tool) calls it after each layer so its memory stays about one
+    /// layer, not the whole file. Later reads fault the pages back in from the file.
+    pub fn release_pages(&self) {
+        for shard in &self.shards {
+            // SAFETY: a read-only shared mapping of a file: MADV_DONTNEED only drops the
+            // process's page mappings; the contents are read back from the file on access, so
+            // every outstanding slice keeps seeing the same bytes.
+            let _ = unsafe { shard.mmap.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
     }
 
     /// Every tensor name, sorted.
