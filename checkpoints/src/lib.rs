@@ -18,13 +18,18 @@ pub mod bitblas;
 pub mod config;
 pub mod config_json;
 pub mod error;
+pub mod export;
 pub mod family;
 pub mod inspect;
 pub mod loader;
+pub mod manifest;
 pub mod native_format;
+pub mod output_dir;
 pub mod packed;
 pub mod safetensors_dir;
 pub mod storage;
+pub mod tensor_writer;
+pub mod test_hook;
 pub mod weights;
 
 pub use config::{Activation, BitNetQuantization, Family, ModelConfig};
@@ -33,6 +38,7 @@ pub use error::CheckpointError;
 pub use family::detect_family;
 pub use inspect::{BitLinearSummary, InspectReport, TensorSummary};
 pub use loader::ModelReader;
+pub use manifest::Manifest;
 pub use native_format::{NativeFormat, RankShapes};
 pub use storage::Storage;
 pub use safetensors_dir::{SafetensorsDir, TensorRef};
@@ -134,6 +140,46 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, CheckpointError> {
             Ok(InspectReport::new(dir.to_path_buf(), &storage, &refs))
         }
     }
+}
+
+/// What [`verify()`] checked.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct VerifyReport {
+    /// Files hashed (besides `manifest.json`).
+    pub files: usize,
+    /// Bytes hashed.
+    pub bytes: u64,
+    /// Weight file sets loaded (ranks of a pre-sharded checkpoint, else 1).
+    pub ranks: usize,
+    /// [`Storage::name`].
+    pub storage: String,
+}
+
+/// Checks a `ckpt compress` output: every file against `manifest.json` (SHA-256 and size,
+/// nothing missing or extra), then every tensor by loading it (names, shapes, dtypes, packed
+/// codes and padding, scales), rank by rank for a pre-sharded checkpoint.
+pub fn verify(dir: &Path) -> Result<VerifyReport, CheckpointError> {
+    let manifest = Manifest::read(dir)?;
+    let bytes = manifest.check(dir)?;
+    let storage = Storage::detect(dir)?;
+    let ranks = match storage.presharded_world() {
+        None => {
+            load_model(dir)?;
+            1
+        }
+        Some(world) => {
+            for rank in 0..world {
+                load_rank(dir, rank, world)?;
+            }
+            world
+        }
+    };
+    Ok(VerifyReport {
+        files: manifest.files.len(),
+        bytes,
+        ranks,
+        storage: storage.name(),
+    })
 }
 
 /// The rank files of a pre-sharded native checkpoint (empty otherwise).
