@@ -179,7 +179,7 @@ impl CheckpointError {
     }
 
     /// Shorthand for a [`CheckpointError::Io`].
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CheckpointError::Io {
             path: path.into(),
             source,
