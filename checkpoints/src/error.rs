@@ -48,12 +48,12 @@ pub enum CheckpointError {
         supported: Vec<&'static str>,
     },
 
-    /// The directory holds only PyTorch pickles, which this engine never executes.
+    /// The directory holds only PyTorch pickles of a family the pickle reader does not serve.
     #[error(
-        "{} is a PyTorch pickle; this engine reads safetensors only — convert it, e.g. \
+        "{} is a PyTorch pickle; this engine reads pickles only for OneBit checkpoints (a \
+         restricted reader, nothing is executed) — convert it to safetensors, e.g. \
          `python -c \"import torch; from safetensors.torch import save_file; \
-         save_file(torch.load('pytorch_model.bin'), 'model.safetensors')\"` \
-         (the OneBit pickle reader arrives with `bitnet-cluster ckpt compress`)",
+         save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')\"`",
         path.display()
     )]
     Pickle { path: PathBuf },

@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod native_format;
 pub mod output_dir;
 pub mod packed;
+pub mod pickle;
 pub mod safetensors_dir;
 pub mod storage;
 pub mod tensor_writer;
@@ -205,11 +206,23 @@ fn open_weights(dir: &Path) -> Result<(SafetensorsDir, Storage), CheckpointError
     Ok((st, storage))
 }
 
+/// The restricted pickle reader serves the OneBit import only: other families' pickles are
+/// refused with the conversion hint.
+fn check_pickle_family(st: &SafetensorsDir, config: &ModelConfig) -> Result<(), CheckpointError> {
+    if st.is_pickle() && config.family != Family::OneBit {
+        return Err(CheckpointError::Pickle {
+            path: st.source().to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 /// Reads the config, then opens the weights and detects the family with their names.
 fn open(dir: &Path) -> Result<(SafetensorsDir, ModelConfig, Storage), CheckpointError> {
     let raw = RawConfig::read(dir)?;
     let (st, storage) = open_weights(dir)?;
     let names: Vec<&str> = st.names().collect();
     let config = raw.to_model_config(Some(&names))?;
+    check_pickle_family(&st, &config)?;
     Ok((st, config, storage))
 }

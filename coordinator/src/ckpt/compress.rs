@@ -86,13 +86,13 @@ impl std::fmt::Display for CompressSummary {
         )?;
         writeln!(
             f,
-            "  source {:.3} GiB: {:.2}x smaller",
+            "  source {:.3} GiB: ratio {:.2}x",
             gib(self.source_bytes),
             self.ratio_vs_source
         )?;
         write!(
             f,
-            "  as f16 {:.3} GiB: {:.2}x smaller",
+            "  as f16 {:.3} GiB: ratio {:.2}x",
             gib(self.f16_bytes),
             self.ratio_vs_f16
         )
@@ -214,6 +214,7 @@ pub fn compress(
     let manifest_bytes = std::fs::metadata(dir.join(MANIFEST_FILE)).map_or(0, |m| m.len());
     let output_bytes = manifest.files.values().map(|f| f.bytes).sum::<u64>() + manifest_bytes;
     out.commit()?;
+    progress.step("final norm, side files, manifest.json, committed");
     progress.finish();
 
     let source_bytes = st.bytes_on_disk();
