@@ -24,6 +24,8 @@ pub enum LmHeadArg {
     Keep,
     F16,
     Bf16,
+    /// f32 (e.g. for transformers runs in float32: it does not upcast a bf16 tied head).
+    F32,
     /// An int8 LM head with f32 per-row scales (a numerics change; the embedding as `auto`).
     Int8,
 }

@@ -366,6 +366,7 @@ fn convert(m: DenseMatrix, choice: LmHeadArg, config: &ModelConfig) -> DenseMatr
         LmHeadArg::Keep => stored,
         LmHeadArg::F16 => Dtype::F16,
         LmHeadArg::Bf16 => Dtype::BF16,
+        LmHeadArg::F32 => Dtype::F32,
         LmHeadArg::Auto | LmHeadArg::Int8 => match stored {
             Dtype::F32 if config.dtype.as_deref() == Some("bfloat16") => Dtype::BF16,
             Dtype::F32 => Dtype::F16,
