@@ -112,7 +112,10 @@ mod tests {
             vec![-1, 0, 1, 1, -1]
         );
         let err = unpack_qweight("w", &[0b11_00_10_01], 1, 4).unwrap_err();
-        assert!(err.to_string().contains("code 0 at row 0, column 2"), "{err}");
+        assert!(
+            err.to_string().contains("code 0 at row 0, column 2"),
+            "{err}"
+        );
     }
 
     #[test]

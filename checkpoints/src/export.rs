@@ -38,7 +38,9 @@ impl OutputFormat {
 /// A model part the chosen format cannot hold.
 #[derive(Debug, Error, PartialEq)]
 pub enum ExportError {
-    #[error("layer {layer} {name}: the {format} format holds only ternary projections (found {found})")]
+    #[error(
+        "layer {layer} {name}: the {format} format holds only ternary projections (found {found})"
+    )]
     NotTernary {
         layer: usize,
         name: &'static str,
@@ -83,7 +85,10 @@ pub fn dense_tensors(name: &str, m: &DenseMatrix) -> Vec<OutTensor> {
     match m.data() {
         DenseData::F32(v) => one(Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         DenseData::F16(v) => one(Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        DenseData::BF16(v) => one(Dtype::BF16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        DenseData::BF16(v) => one(
+            Dtype::BF16,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
         DenseData::I8 { values, scales } => {
             let mut out = one(Dtype::I8, values.iter().map(|&q| q as u8).collect());
             out.push(OutTensor::f32s(format!("{name}_scale"), scales));

@@ -95,14 +95,16 @@ impl InspectReport {
         let (mut bytes_on_disk, mut bytes_in_memory) = (0, 0);
         for (rank, (st, weights)) in parts.iter().enumerate() {
             let p = prefix(rank);
-            tensors.extend(st.names().filter_map(|name| st.get(name)).map(|t| {
-                TensorSummary {
-                    name: format!("{p}{}", t.name),
-                    dtype: t.dtype.to_string(),
-                    shape: t.shape.to_vec(),
-                    parameters: logical_parameters(config, t.name, t.dtype, t.shape),
-                }
-            }));
+            tensors.extend(
+                st.names()
+                    .filter_map(|name| st.get(name))
+                    .map(|t| TensorSummary {
+                        name: format!("{p}{}", t.name),
+                        dtype: t.dtype.to_string(),
+                        shape: t.shape.to_vec(),
+                        parameters: logical_parameters(config, t.name, t.dtype, t.shape),
+                    }),
+            );
             bitlinear.extend(bitlinear_summaries(weights, &p));
             files.extend(st.files().iter().map(|p| p.to_path_buf()));
             bytes_on_disk += st.bytes_on_disk();
@@ -159,7 +161,10 @@ fn format_name(config: &ModelConfig, storage: &Storage) -> String {
     match storage {
         Storage::Native(f) => match &f.tensor_parallel {
             None => format!("native v{}", f.version),
-            Some(tp) => format!("native v{} (tensor-parallel, {} ranks)", f.version, tp.world),
+            Some(tp) => format!(
+                "native v{} (tensor-parallel, {} ranks)",
+                f.version, tp.world
+            ),
         },
         Storage::BitBlas => "bitblas (fused qkv / gate_up, unpermuted)".into(),
         Storage::Family => match (config.family, &config.quantization) {

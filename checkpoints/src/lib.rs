@@ -41,8 +41,8 @@ pub use inspect::{BitLinearSummary, InspectReport, TensorSummary};
 pub use loader::ModelReader;
 pub use manifest::Manifest;
 pub use native_format::{NativeFormat, RankShapes};
-pub use storage::Storage;
 pub use safetensors_dir::{SafetensorsDir, TensorRef};
+pub use storage::Storage;
 pub use weights::{LayerWeights, ModelWeights, Norm, Projection};
 
 use std::path::Path;
@@ -125,7 +125,11 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, CheckpointError> {
     match storage.presharded_world() {
         None => {
             let weights = loader::load_weights(&st, config, &storage, None)?;
-            Ok(InspectReport::new(dir.to_path_buf(), &storage, &[(&st, &weights)]))
+            Ok(InspectReport::new(
+                dir.to_path_buf(),
+                &storage,
+                &[(&st, &weights)],
+            ))
         }
         Some(world) => {
             drop(st);

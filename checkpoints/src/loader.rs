@@ -335,8 +335,8 @@ impl<'a> Reader<'a> {
                 let blocks = inp.div_ceil(BLOCK_COLS);
                 t.expect_shape(&[out.next_multiple_of(ROW_GROUP), blocks * BLOCK_BYTES])?;
                 let beta = self.scalar_scale(&format!("{prefix}.weight_scale"))?;
-                let weight = TernaryMatrix::from_packed(out, inp, t.data.to_vec(), beta)
-                    .map_err(kernel)?;
+                let weight =
+                    TernaryMatrix::from_packed(out, inp, t.data.to_vec(), beta).map_err(kernel)?;
                 Ok(Projection::Ternary { weight, input_norm })
             }
             ProjectionFormat::BitBlas => {
@@ -459,9 +459,13 @@ impl<'a> Reader<'a> {
                     "BitBLAS checkpoints with per-projection RMSNorms are not supported",
                 ));
             }
-            let mut qkv =
-                self.bitblas(&format!("{p}.self_attn.qkv_proj"), &[s.q_out, s.kv_out, s.kv_out], s.h)?;
-            let mut gate_up = self.bitblas(&format!("{p}.mlp.gate_up_proj"), &[s.ffn, s.ffn], s.h)?;
+            let mut qkv = self.bitblas(
+                &format!("{p}.self_attn.qkv_proj"),
+                &[s.q_out, s.kv_out, s.kv_out],
+                s.h,
+            )?;
+            let mut gate_up =
+                self.bitblas(&format!("{p}.mlp.gate_up_proj"), &[s.ffn, s.ffn], s.h)?;
             let (v, k, q) = (qkv.remove(2), qkv.remove(1), qkv.remove(0));
             let (up, gate) = (gate_up.remove(1), gate_up.remove(0));
             let mut o = self.bitblas(&format!("{p}.self_attn.o_proj"), &[s.h], s.o_in)?;
@@ -640,7 +644,9 @@ impl<'a> ModelReader<'a> {
         if c.tie_word_embeddings {
             return Ok(None);
         }
-        self.reader.dense(name, c.vocab_size, c.hidden_size).map(Some)
+        self.reader
+            .dense(name, c.vocab_size, c.hidden_size)
+            .map(Some)
     }
 
     /// Fails when a stored tensor was not read.

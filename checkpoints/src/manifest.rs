@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(m.check(p).unwrap(), 6);
         std::fs::write(p.join("b"), b"deg").unwrap();
         let err = m.check(p).unwrap_err().to_string();
-        assert!(err.contains("/b: SHA-256") && err.contains("corrupt"), "{err}");
+        assert!(
+            err.contains("/b: SHA-256") && err.contains("corrupt"),
+            "{err}"
+        );
         std::fs::write(p.join("b"), b"def").unwrap();
         std::fs::write(p.join("c"), b"").unwrap();
         let err = m.check(p).unwrap_err().to_string();
@@ -203,6 +206,9 @@ mod tests {
         std::fs::remove_file(p.join("c")).unwrap();
         std::fs::remove_file(p.join("a")).unwrap();
         let err = m.check(p).unwrap_err().to_string();
-        assert!(err.contains("/a: is listed in manifest.json but missing"), "{err}");
+        assert!(
+            err.contains("/a: is listed in manifest.json but missing"),
+            "{err}"
+        );
     }
 }

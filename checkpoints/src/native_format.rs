@@ -46,11 +46,12 @@ impl TernaryLayout {
             block_cols: BLOCK_COLS,
             block_bytes: BLOCK_BYTES,
             row_group: ROW_GROUP,
-            description: "U8 [ceil(rows/4)*4, ceil(cols/128)*32]; rows in groups of 4 stored block \
+            description:
+                "U8 [ceil(rows/4)*4, ceil(cols/128)*32]; rows in groups of 4 stored block \
                           by block; byte j of a row's 128-column block holds columns j, j+32, \
                           j+64, j+96 in bit pairs 0..3; code = t + 1; padding code 1; \
                           weight_scale F32 [1] = beta of the whole (unsharded) tensor, multiply"
-                .into(),
+                    .into(),
         }
     }
 }
@@ -158,7 +159,8 @@ impl NativeFormat {
             ));
         }
         if let Some(tp) = &format.tensor_parallel {
-            let expected: Vec<String> = (0..tp.world).map(|r| rank_file_name(r, tp.world)).collect();
+            let expected: Vec<String> =
+                (0..tp.world).map(|r| rank_file_name(r, tp.world)).collect();
             if tp.world == 0 || tp.files != expected || tp.ranks.len() != tp.world {
                 return Err(CheckpointError::config(
                     &path,

@@ -51,8 +51,8 @@ impl OutputDir {
             });
         }
         if dest.exists() {
-            let previous = dest.is_dir()
-                && (dest.join(MANIFEST_FILE).is_file() || is_empty_dir(dest));
+            let previous =
+                dest.is_dir() && (dest.join(MANIFEST_FILE).is_file() || is_empty_dir(dest));
             if !previous {
                 return Err(CheckpointError::Config {
                     path: dest.to_path_buf(),
@@ -87,9 +87,12 @@ impl OutputDir {
 
     /// Fsyncs every file and the directory, then moves it into place (see the module doc).
     pub fn commit(mut self) -> Result<(), CheckpointError> {
-        let entries = std::fs::read_dir(&self.temp).map_err(|e| CheckpointError::io(&self.temp, e))?;
+        let entries =
+            std::fs::read_dir(&self.temp).map_err(|e| CheckpointError::io(&self.temp, e))?;
         for entry in entries {
-            let path = entry.map_err(|e| CheckpointError::io(&self.temp, e))?.path();
+            let path = entry
+                .map_err(|e| CheckpointError::io(&self.temp, e))?
+                .path();
             fsync(&path)?;
         }
         fsync(&self.temp)?;

@@ -41,7 +41,10 @@ enum Value {
     Dict(Vec<(Value, Value)>),
     /// An allowed global (module, name).
     Global(&'static str, &'static str),
-    Storage { dtype: Dtype, key: String },
+    Storage {
+        dtype: Dtype,
+        key: String,
+    },
     Tensor(TensorRecord),
     Mark,
 }
@@ -112,7 +115,10 @@ pub fn read_torch_zip(path: &Path, bytes: &[u8]) -> Result<Vec<PickledTensor>, C
         std::io::Read::read_to_string(&mut f, &mut order)
             .map_err(|e| refuse(format!("byteorder: {e}")))?;
         if order.trim() != "little" {
-            return Err(refuse(format!("byte order {:?} (only little-endian is read)", order.trim())));
+            return Err(refuse(format!(
+                "byte order {:?} (only little-endian is read)",
+                order.trim()
+            )));
         }
     }
     let pkl = {
@@ -224,7 +230,9 @@ impl Machine {
             .find(|(m, n)| *m == module && *n == name)
             .map(|(m, n)| Value::Global(m, n))
             .ok_or_else(|| {
-                format!("global {module}.{name} is not allowed (only tensor storage records are read)")
+                format!(
+                    "global {module}.{name} is not allowed (only tensor storage records are read)"
+                )
             })
     }
 
@@ -254,7 +262,8 @@ impl Machine {
                 }
                 b'M' => {
                     let b = input.take(2)?;
-                    self.stack.push(Value::Int(u16::from_le_bytes([b[0], b[1]]) as i64));
+                    self.stack
+                        .push(Value::Int(u16::from_le_bytes([b[0], b[1]]) as i64));
                 }
                 b'J' => {
                     let v = input.u32()? as i32;
@@ -397,7 +406,11 @@ impl Machine {
     }
 
     fn memoize(&mut self, key: u32) -> Result<(), String> {
-        let top = self.stack.last().ok_or("MEMOIZE on an empty stack")?.clone();
+        let top = self
+            .stack
+            .last()
+            .ok_or("MEMOIZE on an empty stack")?
+            .clone();
         self.memo.insert(key, top);
         Ok(())
     }

@@ -235,7 +235,11 @@ impl SafetensorsDir {
             // SAFETY: a read-only shared mapping of a file: MADV_DONTNEED only drops the
             // process's page mappings; the contents are read back from the file on access, so
             // every outstanding slice keeps seeing the same bytes.
-            let _ = unsafe { shard.mmap.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            let _ = unsafe {
+                shard
+                    .mmap
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
         }
     }
 

@@ -88,9 +88,7 @@ pub fn check_quantize_config(path: &Path, q: &Value) -> Result<(), CheckpointErr
         }
         Some(other) => Err(CheckpointError::config(
             path,
-            format!(
-                "checkpoint_format {other:?} is not supported (\"bitnet\" or \"bitblas\")"
-            ),
+            format!("checkpoint_format {other:?} is not supported (\"bitnet\" or \"bitblas\")"),
         )),
     }
 }

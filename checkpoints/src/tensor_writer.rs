@@ -175,8 +175,13 @@ mod tests {
         let path = dir.path().join("x.safetensors");
         let mut w = TensorFileWriter::create(&path, 0).unwrap();
         for i in 0..10 {
-            w.add(&format!("a_rather_long_tensor_name_number_{i}"), Dtype::U8, &[1], &[0])
-                .unwrap();
+            w.add(
+                &format!("a_rather_long_tensor_name_number_{i}"),
+                Dtype::U8,
+                &[1],
+                &[0],
+            )
+            .unwrap();
         }
         let err = w.finish().unwrap_err().to_string();
         assert!(err.contains("exceeds the"), "{err}");

@@ -191,7 +191,10 @@ fn pickle_only_directory_is_refused_with_the_conversion_hint() {
     std::fs::write(dir.path().join("pytorch_model.bin"), b"\x80\x02pickle").unwrap();
     let err = load_model(dir.path()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, CheckpointError::PickleRefused { .. }), "{msg}");
+    assert!(
+        matches!(err, CheckpointError::PickleRefused { .. }),
+        "{msg}"
+    );
     assert!(
         msg.starts_with(&format!(
             "{}: refused: not a zip-format torch.save file",
@@ -201,7 +204,9 @@ fn pickle_only_directory_is_refused_with_the_conversion_hint() {
     );
     assert!(msg.contains("nothing is executed"), "{msg}");
     assert!(
-        msg.contains("save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')"),
+        msg.contains(
+            "save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')"
+        ),
         "{msg}"
     );
     assert!(!msg.contains('\n'), "{msg}");

@@ -8,8 +8,8 @@ use bitnet_coordinator::ckpt::{compress, CompressOptions, LmHeadArg, Progress};
 use bitnet_kernels::{CpuBackend, DenseData};
 use bitnet_worker::shard::{load_presharded, ShardError};
 use bitnet_worker::{
-    GenerationRequest, Generator, LocalGroup, Model, SamplingParams, ShardPlan,
-    ShardedGenerator, ShardedModel,
+    GenerationRequest, Generator, LocalGroup, Model, SamplingParams, ShardPlan, ShardedGenerator,
+    ShardedModel,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,14 +22,24 @@ fn fixtures() -> Vec<(String, PathBuf)> {
         .unwrap()
         .flatten()
         .filter(|e| e.path().join("model/config.json").is_file())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path().join("model")))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path().join("model"),
+            )
+        })
         .collect();
     out.sort();
     assert!(out.len() >= 9, "fixtures found: {out:?}");
     out
 }
 
-fn options(input: &Path, output: &Path, format: OutputFormat, tp: Option<usize>) -> CompressOptions {
+fn options(
+    input: &Path,
+    output: &Path,
+    format: OutputFormat,
+    tp: Option<usize>,
+) -> CompressOptions {
     CompressOptions {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
@@ -52,7 +62,11 @@ fn request() -> GenerationRequest {
 fn logits(weights: &ModelWeights) -> Vec<u32> {
     let model = Model::new(weights.clone(), CpuBackend::new(1));
     let g = Generator::new(&model).run(&request()).unwrap();
-    g.prompt_logits.unwrap().iter().map(|v| v.to_bits()).collect()
+    g.prompt_logits
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
 }
 
 fn is_ternary(f: Family) -> bool {
@@ -64,9 +78,15 @@ fn native_round_trip_gives_the_same_weights_and_logits_for_every_fixture() {
     let tmp = tempfile::tempdir().unwrap();
     for (name, src) in fixtures() {
         let out = tmp.path().join(&name);
-        let s = compress(&options(&src, &out, OutputFormat::Native, None), &mut Progress::Silent)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(s.output_bytes > 0 && s.files.contains_key("model.safetensors"), "{name}");
+        let s = compress(
+            &options(&src, &out, OutputFormat::Native, None),
+            &mut Progress::Silent,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            s.output_bytes > 0 && s.files.contains_key("model.safetensors"),
+            "{name}"
+        );
         let a = load_model(&src).unwrap();
         let b = load_model(&out).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(a == b, "{name}: the native copy loads other weights");
@@ -86,7 +106,11 @@ fn hf_packed_and_bitblas_round_trips_give_bit_identical_logits() {
         for format in [OutputFormat::HfPacked, OutputFormat::BitBlas] {
             let out = tmp.path().join(format!("{name}-{}", format.name()));
             let result = compress(&options(&src, &out, format, None), &mut Progress::Silent);
-            let use_rms_norm = a.config.quantization.as_ref().is_some_and(|q| q.use_rms_norm);
+            let use_rms_norm = a
+                .config
+                .quantization
+                .as_ref()
+                .is_some_and(|q| q.use_rms_norm);
             let supported = matches!(a.config.family, Family::OneBitLlm | Family::BitNet)
                 && !(format == OutputFormat::BitBlas && use_rms_norm);
             if !supported {
@@ -120,9 +144,15 @@ fn tensor_parallel_outputs_hold_each_ranks_shard_and_give_identical_logits() {
         let base = logits(&weights);
         for tp in [1usize, 2, 4] {
             let out = tmp.path().join(format!("{name}-tp{tp}"));
-            let result = compress(&options(&src, &out, OutputFormat::Native, Some(tp)), &mut Progress::Silent);
+            let result = compress(
+                &options(&src, &out, OutputFormat::Native, Some(tp)),
+                &mut Progress::Silent,
+            );
             match ShardPlan::new(0, tp).and_then(|p| p.layout(&weights.config)) {
-                Err(e @ (ShardError::HeadsNotDivisible { .. } | ShardError::KvHeadsNotDivisible { .. })) => {
+                Err(
+                    e @ (ShardError::HeadsNotDivisible { .. }
+                    | ShardError::KvHeadsNotDivisible { .. }),
+                ) => {
                     let err = result.expect_err(&name).to_string();
                     assert!(err.contains(&e.to_string()), "{name} tp {tp}: {err}");
                     println!("{name}: skip TP={tp}: {e}");
@@ -134,7 +164,10 @@ fn tensor_parallel_outputs_hold_each_ranks_shard_and_give_identical_logits() {
             result.unwrap_or_else(|e| panic!("{name} tp {tp}: {e}"));
             bitnet_checkpoints::verify(&out).unwrap_or_else(|e| panic!("{name} tp {tp}: {e}"));
             let err = load_model(&out).unwrap_err().to_string();
-            assert!(err.contains(&format!("serve it with `up --tp {tp}`")), "{err}");
+            assert!(
+                err.contains(&format!("serve it with `up --tp {tp}`")),
+                "{err}"
+            );
             let shards: Vec<_> = (0..tp)
                 .map(|rank| {
                     let plan = ShardPlan::new(rank, tp).unwrap();
@@ -148,7 +181,10 @@ fn tensor_parallel_outputs_hold_each_ranks_shard_and_give_identical_logits() {
                 .collect();
             let wrong = load_presharded(&out, ShardPlan::new(0, tp * 2).unwrap()).unwrap_err();
             assert!(
-                wrong.to_string().contains(&format!("pre-sharded for --tp {tp} but --tp {} was asked", tp * 2)),
+                wrong.to_string().contains(&format!(
+                    "pre-sharded for --tp {tp} but --tp {} was asked",
+                    tp * 2
+                )),
                 "{wrong}"
             );
             if is_ternary(weights.config.family) {
@@ -157,14 +193,23 @@ fn tensor_parallel_outputs_hold_each_ranks_shard_and_give_identical_logits() {
                     .zip(LocalGroup::ranks(tp))
                     .map(|(shard, c)| {
                         std::thread::spawn(move || {
-                            let m = ShardedModel::new(shard, CpuBackend::new(1), Box::new(c)).unwrap();
+                            let m =
+                                ShardedModel::new(shard, CpuBackend::new(1), Box::new(c)).unwrap();
                             let g = ShardedGenerator::new(&m).run(&request()).unwrap();
-                            g.prompt_logits.unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+                            g.prompt_logits
+                                .unwrap()
+                                .iter()
+                                .map(|v| v.to_bits())
+                                .collect::<Vec<u32>>()
                         })
                     })
                     .collect();
                 for (rank, h) in handles.into_iter().enumerate() {
-                    assert_eq!(h.join().unwrap(), base, "{name} tp {tp} rank {rank}: logits");
+                    assert_eq!(
+                        h.join().unwrap(),
+                        base,
+                        "{name} tp {tp} rank {rank}: logits"
+                    );
                 }
             }
             cases += 1;
@@ -176,18 +221,32 @@ fn tensor_parallel_outputs_hold_each_ranks_shard_and_give_identical_logits() {
 #[test]
 fn auto_lm_head_stores_an_f32_embedding_as_f16_and_int8_matches_generate() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = fixtures().into_iter().find(|(n, _)| n == "1bitllm").unwrap().1;
+    let src = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "1bitllm")
+        .unwrap()
+        .1;
     let a = load_model(&src).unwrap();
-    assert!(matches!(a.embedding.data(), DenseData::F32(_)), "the fixture is f32");
+    assert!(
+        matches!(a.embedding.data(), DenseData::F32(_)),
+        "the fixture is f32"
+    );
     let mut opts = options(&src, &tmp.path().join("auto"), OutputFormat::Native, None);
     opts.lm_head = LmHeadArg::Auto;
     compress(&opts, &mut Progress::Silent).unwrap();
     let b = load_model(&opts.output).unwrap();
-    assert!(matches!(b.embedding.data(), DenseData::F16(_)), "auto: f32 → f16");
+    assert!(
+        matches!(b.embedding.data(), DenseData::F16(_)),
+        "auto: f32 → f16"
+    );
     assert_eq!(b.layers, a.layers, "ternary weights and β are untouched");
     opts.lm_head = LmHeadArg::Int8;
     opts.output = tmp.path().join("int8");
     compress(&opts, &mut Progress::Silent).unwrap();
     let c = load_model(&opts.output).unwrap();
-    assert_eq!(c.lm_head, Some(a.lm_head().to_int8()), "as `generate --lm-head int8`");
+    assert_eq!(
+        c.lm_head,
+        Some(a.lm_head().to_int8()),
+        "as `generate --lm-head int8`"
+    );
 }

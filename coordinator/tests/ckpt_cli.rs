@@ -111,7 +111,10 @@ fn kill_9_at_any_point_leaves_no_output_or_the_previous_complete_one() {
         String::from_utf8_lossy(&out.stdout).contains("tensor-parallel, 2 ranks"),
         "killed after the swap: the new output is complete"
     );
-    assert!(entries(tmp.path()).len() > 1, "stale partial directories are left");
+    assert!(
+        entries(tmp.path()).len() > 1,
+        "stale partial directories are left"
+    );
     run_ok(&compress_args(src, d, &[]));
     assert_eq!(entries(tmp.path()), ["out"], "the next run removes them");
     run_ok(&["ckpt", "verify", d]);
@@ -142,9 +145,16 @@ fn disk_full_is_one_clear_error_and_leaves_nothing() {
             last.starts_with("error: ") && last.contains("No space left on device"),
             "limit {limit}: {err}"
         );
-        assert!(entries(tmp.path()).is_empty(), "limit {limit}: nothing left behind");
+        assert!(
+            entries(tmp.path()).is_empty(),
+            "limit {limit}: nothing left behind"
+        );
     }
-    assert_eq!(Manifest::build(&src).unwrap(), before, "the input is untouched");
+    assert_eq!(
+        Manifest::build(&src).unwrap(),
+        before,
+        "the input is untouched"
+    );
 }
 
 /// Byte offset in the file of tensor `name`'s data.
@@ -187,11 +197,23 @@ fn verify_catches_a_flipped_byte_and_a_corrupt_packed_code() {
     std::fs::write(&file, &bytes).unwrap();
     Manifest::build(&dest).unwrap().write(&dest).unwrap();
     let err = stderr(&run(&["ckpt", "verify", d]));
-    assert!(err.contains("up_proj.weight") && err.contains("packed code 3"), "{err}");
+    assert!(
+        err.contains("up_proj.weight") && err.contains("packed code 3"),
+        "{err}"
+    );
     std::fs::write(&file, &original).unwrap();
     Manifest::build(&dest).unwrap().write(&dest).unwrap();
     run_ok(&["ckpt", "verify", d]);
-    run_ok(&["generate", "--verify", "--model", d, "--prompt-ids", "1,2", "--max-new-tokens", "2"]);
+    run_ok(&[
+        "generate",
+        "--verify",
+        "--model",
+        d,
+        "--prompt-ids",
+        "1,2",
+        "--max-new-tokens",
+        "2",
+    ]);
 }
 
 #[test]
@@ -215,16 +237,36 @@ fn a_malicious_pickle_is_refused_and_a_onebit_pickle_is_imported() {
     );
     assert!(!out_dir.exists());
     let src = pickles.join("model");
-    let out = run_ok(&compress_args(src.to_str().unwrap(), o, &["--lm-head", "keep"]));
+    let out = run_ok(&compress_args(
+        src.to_str().unwrap(),
+        o,
+        &["--lm-head", "keep"],
+    ));
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
     let dump = |model: &str, file: &Path| {
         let f = file.to_str().unwrap().to_string();
-        run_ok(&["generate", "--model", model, "--prompt-ids", "1,5,9", "--max-new-tokens", "1", "--dump-logits", &f]);
+        run_ok(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt-ids",
+            "1,5,9",
+            "--max-new-tokens",
+            "1",
+            "--dump-logits",
+            &f,
+        ]);
         std::fs::read(file).unwrap()
     };
-    let a = dump(fixture("onebit/model").to_str().unwrap(), &tmp.path().join("a.st"));
+    let a = dump(
+        fixture("onebit/model").to_str().unwrap(),
+        &tmp.path().join("a.st"),
+    );
     let b = dump(o, &tmp.path().join("b.st"));
-    assert_eq!(a, b, "the imported pickle gives the safetensors fixture's logits");
+    assert_eq!(
+        a, b,
+        "the imported pickle gives the safetensors fixture's logits"
+    );
 }
 
 #[test]
@@ -235,9 +277,18 @@ fn options_that_cannot_work_are_refused_before_writing() {
     let dest = tmp.path().join("out");
     let d = dest.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (compress_args(s, d, &["--format", "hf-packed", "--tp", "2"]), "--tp writes the native format only"),
-        (compress_args(s, d, &["--tp", "3"]), "does not divide the 4 attention heads"),
-        (compress_args(s, d, &["--format", "bitblas", "--lm-head", "int8"]), "--lm-head int8 is written by the native format only"),
+        (
+            compress_args(s, d, &["--format", "hf-packed", "--tp", "2"]),
+            "--tp writes the native format only",
+        ),
+        (
+            compress_args(s, d, &["--tp", "3"]),
+            "does not divide the 4 attention heads",
+        ),
+        (
+            compress_args(s, d, &["--format", "bitblas", "--lm-head", "int8"]),
+            "--lm-head int8 is written by the native format only",
+        ),
     ];
     for (args, needle) in cases {
         let err = stderr(&run(&args));
@@ -245,8 +296,15 @@ fn options_that_cannot_work_are_refused_before_writing() {
         assert!(!dest.exists());
     }
     let llama = fixture("llama-f16/model");
-    let err = stderr(&run(&compress_args(llama.to_str().unwrap(), d, &["--format", "hf-packed"])));
-    assert!(err.contains("holds the 1bitllm and bitnet families only"), "{err}");
+    let err = stderr(&run(&compress_args(
+        llama.to_str().unwrap(),
+        d,
+        &["--format", "hf-packed"],
+    )));
+    assert!(
+        err.contains("holds the 1bitllm and bitnet families only"),
+        "{err}"
+    );
     let inside = src.join("out");
     let err = stderr(&run(&compress_args(s, inside.to_str().unwrap(), &[])));
     assert!(err.contains("must not be --input"), "{err}");
@@ -266,20 +324,41 @@ fn presharded_output_names_its_rank_count_and_inspect_knows_every_format() {
     let tp2 = tmp.path().join("tp2");
     let t = tp2.to_str().unwrap();
     let out = run_ok(&compress_args(s, t, &["--tp", "2"]));
-    assert!(stderr(&out).contains("compress: [4/4]"), "plain progress lines off a terminal");
+    assert!(
+        stderr(&out).contains("compress: [4/4]"),
+        "plain progress lines off a terminal"
+    );
     let files = entries(&tp2);
-    for f in ["bitnet_format.json", "manifest.json", "model-tp00-of-02.safetensors", "model-tp01-of-02.safetensors", "tokenizer.json", "config.json"] {
+    for f in [
+        "bitnet_format.json",
+        "manifest.json",
+        "model-tp00-of-02.safetensors",
+        "model-tp01-of-02.safetensors",
+        "tokenizer.json",
+        "config.json",
+    ] {
         assert!(files.contains(&f.to_string()), "{files:?}");
     }
     let err = stderr(&run(&["up", "--model", t, "--tp", "4", "--port", "0"]));
-    assert!(err.contains("pre-sharded for --tp 2 but --tp 4 was asked"), "{err}");
+    assert!(
+        err.contains("pre-sharded for --tp 2 but --tp 4 was asked"),
+        "{err}"
+    );
     let err = stderr(&run(&["generate", "--model", t, "--prompt-ids", "1"]));
     assert!(err.contains("serve it with `up --tp 2`"), "{err}");
     for (format, extra, expected) in [
         ("tp2", vec![], "native v1 (tensor-parallel, 2 ranks)"),
         ("native", vec![], "native v1"),
-        ("hf", vec!["--format", "hf-packed"], "hf-packed (uint8 [out/4, in], autobitlinear)"),
-        ("bitblas", vec!["--format", "bitblas"], "bitblas (fused qkv / gate_up, unpermuted)"),
+        (
+            "hf",
+            vec!["--format", "hf-packed"],
+            "hf-packed (uint8 [out/4, in], autobitlinear)",
+        ),
+        (
+            "bitblas",
+            vec!["--format", "bitblas"],
+            "bitblas (fused qkv / gate_up, unpermuted)",
+        ),
     ] {
         let dir = tmp.path().join(format);
         let dir = dir.to_str().unwrap();

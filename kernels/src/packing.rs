@@ -106,7 +106,12 @@ impl TernaryMatrix {
     ) -> Result<Self, KernelError> {
         let blocks = cols.div_ceil(BLOCK_COLS);
         let expected = rows.next_multiple_of(ROW_GROUP) * blocks * BLOCK_BYTES;
-        check_len("TernaryMatrix::from_packed", "packed", expected, packed.len())?;
+        check_len(
+            "TernaryMatrix::from_packed",
+            "packed",
+            expected,
+            packed.len(),
+        )?;
         let m = Self {
             rows,
             cols,
@@ -127,7 +132,9 @@ impl TernaryMatrix {
         let bad_row = padding_rows
             .flat_map(|r| (0..m.padded_cols()).map(move |c| (r, c)))
             .chain((0..m.rows).flat_map(|r| (m.cols..m.padded_cols()).map(move |c| (r, c))))
-            .find(|&(r, c)| decode(m.packed[m.byte_index(r, c)], (c % BLOCK_COLS) / BLOCK_BYTES) != 0);
+            .find(|&(r, c)| {
+                decode(m.packed[m.byte_index(r, c)], (c % BLOCK_COLS) / BLOCK_BYTES) != 0
+            });
         if let Some((row, col)) = bad_row {
             return Err(KernelError::Shape {
                 op: "TernaryMatrix::from_packed",
@@ -388,13 +395,24 @@ mod tests {
         bytes[m.byte_index(4, 129)] = 0x57; // code 3 in slot 0: row 4, column 129
         let err = TernaryMatrix::from_packed(5, 130, bytes, 1.0).unwrap_err();
         assert!(
-            matches!(err, KernelError::PackedCode3 { row: 4, col: 129, .. }),
+            matches!(
+                err,
+                KernelError::PackedCode3 {
+                    row: 4,
+                    col: 129,
+                    ..
+                }
+            ),
             "{err}"
         );
         let mut bytes = m.packed().to_vec();
         bytes[m.byte_index(6, 0)] = 0x56; // padding row 6 holds a +1
         let err = TernaryMatrix::from_packed(5, 130, bytes, 1.0).unwrap_err();
-        assert!(err.to_string().contains("padding position (row 6, column 0)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("padding position (row 6, column 0)"),
+            "{err}"
+        );
         let err = TernaryMatrix::from_packed(5, 130, vec![0x55; 3], 1.0).unwrap_err();
         assert!(matches!(err, KernelError::Length { .. }), "{err}");
     }

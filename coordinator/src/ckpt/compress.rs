@@ -14,7 +14,9 @@ use super::args::LmHeadArg;
 use super::error::CkptError;
 use super::out_config;
 use super::progress::Progress;
-use bitnet_checkpoints::export::{dense_tensors, layer_tensors, norm_tensor, OutTensor, OutputFormat};
+use bitnet_checkpoints::export::{
+    dense_tensors, layer_tensors, norm_tensor, OutTensor, OutputFormat,
+};
 use bitnet_checkpoints::manifest::{Manifest, MANIFEST_FILE};
 use bitnet_checkpoints::native_format::{rank_file_name, FORMAT_FILE};
 use bitnet_checkpoints::output_dir::OutputDir;
@@ -145,7 +147,10 @@ pub fn compress(
     };
     let embedding = convert(source_embedding, opts.lm_head, &config);
     let embedding_dtype = dtype_of(&embedding);
-    write_all(&mut writers, &dense_tensors("model.embed_tokens.weight", &embedding))?;
+    write_all(
+        &mut writers,
+        &dense_tensors("model.embed_tokens.weight", &embedding),
+    )?;
     drop(embedding);
     let head_desc = match &head {
         None => "tied".to_string(),
@@ -166,11 +171,17 @@ pub fn compress(
         let layer = reader.layer(i)?;
         parameters += layer_parameters(&layer);
         match &layouts {
-            None => write_all(&mut writers, &layer_tensors(opts.format, i, &layer, sub_norms)?)?,
+            None => write_all(
+                &mut writers,
+                &layer_tensors(opts.format, i, &layer, sub_norms)?,
+            )?,
             Some(layouts) => {
                 for (w, layout) in writers.iter_mut().zip(layouts) {
                     let local = shard_layer(layout, i, &layer)?.to_local_layer();
-                    write(w, &layer_tensors(OutputFormat::Native, i, &local, sub_norms)?)?;
+                    write(
+                        w,
+                        &layer_tensors(OutputFormat::Native, i, &local, sub_norms)?,
+                    )?;
                 }
             }
         }
@@ -180,7 +191,12 @@ pub fn compress(
     }
     let final_norm = reader.final_norm()?;
     parameters += final_norm.weight.as_ref().map_or(0, |w| w.len() as u64);
-    write_all(&mut writers, &norm_tensor("model.norm.weight", &final_norm).into_iter().collect::<Vec<_>>())?;
+    write_all(
+        &mut writers,
+        &norm_tensor("model.norm.weight", &final_norm)
+            .into_iter()
+            .collect::<Vec<_>>(),
+    )?;
     reader.finish()?;
 
     let mut files = BTreeMap::new();
@@ -197,7 +213,9 @@ pub fn compress(
     }
     match opts.format {
         OutputFormat::Native => {
-            let ranks = layouts.as_ref().map(|l| l.iter().map(rank_shapes).collect());
+            let ranks = layouts
+                .as_ref()
+                .map(|l| l.iter().map(rank_shapes).collect());
             let format = out_config::native_format(&config, embedding_dtype, head_desc, ranks);
             let value = serde_json::to_value(&format).expect("the format serializes");
             out_config::write_json(&dir.join(FORMAT_FILE), &value)?;
@@ -223,7 +241,11 @@ pub fn compress(
         output: opts.output.clone(),
         format: opts.format.name(),
         tp: opts.tp,
-        files: manifest.files.iter().map(|(n, f)| (n.clone(), f.bytes)).collect(),
+        files: manifest
+            .files
+            .iter()
+            .map(|(n, f)| (n.clone(), f.bytes))
+            .collect(),
         parameters,
         source_bytes,
         output_bytes,
@@ -236,12 +258,16 @@ pub fn compress(
 
 /// The input must be a directory; the output must not be it, inside it, or contain it.
 fn check_paths(input: &Path, output: &Path) -> Result<(), CkptError> {
-    let input = input.canonicalize().map_err(|e| CheckpointError::io(input, e))?;
+    let input = input
+        .canonicalize()
+        .map_err(|e| CheckpointError::io(input, e))?;
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let parent = parent.canonicalize().map_err(|e| CheckpointError::io(&parent, e))?;
+    let parent = parent
+        .canonicalize()
+        .map_err(|e| CheckpointError::io(&parent, e))?;
     let output = match output.file_name() {
         Some(name) => parent.join(name),
         None => parent,
@@ -338,7 +364,8 @@ fn numel(m: &DenseMatrix) -> u64 {
 
 fn layer_parameters(l: &LayerWeights) -> u64 {
     let norm = |n: Option<&bitnet_checkpoints::Norm>| {
-        n.and_then(|n| n.weight.as_ref()).map_or(0, |w| w.len() as u64)
+        n.and_then(|n| n.weight.as_ref())
+            .map_or(0, |w| w.len() as u64)
     };
     l.projections()
         .iter()

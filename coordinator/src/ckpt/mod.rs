@@ -87,11 +87,13 @@ pub fn check_tensor_parallel(dir: &Path, tp: Option<usize>) -> Result<(), CkptEr
             world: s,
         }
         .into()),
-        (Some(s), Some(t)) => Err(bitnet_checkpoints::CheckpointError::TensorParallelMismatch {
-            dir: dir.to_path_buf(),
-            stored: s,
-            requested: t,
-        }
-        .into()),
+        (Some(s), Some(t)) => Err(
+            bitnet_checkpoints::CheckpointError::TensorParallelMismatch {
+                dir: dir.to_path_buf(),
+                stored: s,
+                requested: t,
+            }
+            .into(),
+        ),
     }
 }
