@@ -404,17 +404,22 @@ fn convert(m: DenseMatrix, choice: LmHeadArg, config: &ModelConfig) -> DenseMatr
         return m;
     }
     let (rows, cols) = (m.rows(), m.cols());
-    let mut values = Vec::with_capacity(rows * cols);
-    let mut row = vec![0.0f32; cols];
-    for r in 0..rows {
-        m.row_into(r, &mut row);
-        values.extend_from_slice(&row);
-    }
-    drop(m);
     let data = match target {
-        Dtype::F16 => DenseData::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
-        Dtype::BF16 => DenseData::BF16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
-        _ => DenseData::F32(values),
+        Dtype::F16 => DenseData::F16(map_rows(&m, f16::from_f32)),
+        Dtype::BF16 => DenseData::BF16(map_rows(&m, bf16::from_f32)),
+        _ => DenseData::F32(map_rows(&m, |v| v)),
     };
     DenseMatrix::new(rows, cols, data).expect("same shape")
+}
+
+/// Every element of `m`, row by row through f32, mapped by `f` (only the result is allocated
+/// beside the source).
+fn map_rows<T>(m: &DenseMatrix, f: impl Fn(f32) -> T) -> Vec<T> {
+    let mut out = Vec::with_capacity(m.rows() * m.cols());
+    let mut row = vec![0.0f32; m.cols()];
+    for r in 0..m.rows() {
+        m.row_into(r, &mut row);
+        out.extend(row.iter().map(|&v| f(v)));
+    }
+    out
 }
