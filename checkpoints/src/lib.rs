@@ -89,18 +89,16 @@ pub fn load_rank(
     world: usize,
 ) -> Result<(ModelWeights, RankShapes), CheckpointError> {
     let storage = Storage::detect(dir)?;
-    let tp = match &storage {
-        Storage::Native(NativeFormat {
-            tensor_parallel: Some(tp),
-            ..
-        }) => tp,
-        _ => {
-            return Err(CheckpointError::TensorParallelMismatch {
-                dir: dir.to_path_buf(),
-                stored: 1,
-                requested: world,
-            })
-        }
+    let stored = match &storage {
+        Storage::Native(f) => f.tensor_parallel.as_ref(),
+        _ => None,
+    };
+    let Some(tp) = stored else {
+        return Err(CheckpointError::TensorParallelMismatch {
+            dir: dir.to_path_buf(),
+            stored: 1,
+            requested: world,
+        });
     };
     if tp.world != world || rank >= world {
         return Err(CheckpointError::TensorParallelMismatch {

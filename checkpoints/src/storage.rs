@@ -19,7 +19,7 @@ pub enum Storage {
     /// As the family publishes them (latent, family-B packed, dense, OneBit sign bits).
     Family,
     /// Our native layout; whole or split per rank.
-    Native(NativeFormat),
+    Native(Box<NativeFormat>),
     /// BitBLAS: fused `qkv_proj` / `gate_up_proj`, `qweight` + `sw`, unpermuted.
     BitBlas,
 }
@@ -28,7 +28,7 @@ impl Storage {
     /// Detects the storage of `dir` from `bitnet_format.json` and `quantize_config.json`.
     pub fn detect(dir: &Path) -> Result<Self, CheckpointError> {
         if let Some(native) = NativeFormat::read(dir)? {
-            return Ok(Storage::Native(native));
+            return Ok(Storage::Native(Box::new(native)));
         }
         let path = dir.join(QUANTIZE_CONFIG);
         if path.is_file() {
