@@ -30,7 +30,8 @@ pub struct RawConfig {
 
 impl RawConfig {
     /// Reads `config.json` (required), `generation_config.json` (optional) and refuses a
-    /// BitBLAS-format `quantize_config.json` (FORMATS.md §2.D: only the native format loads).
+    /// `quantize_config.json` other than the plain (`bitnet`) or fused unpermuted `bitblas` format
+    /// (FORMATS.md §2.D).
     pub fn read(dir: &Path) -> Result<Self, CheckpointError> {
         if !dir.is_dir() {
             return Err(CheckpointError::NotFound {
@@ -59,16 +60,7 @@ impl RawConfig {
         let bitblas_path = dir.join("quantize_config.json");
         if bitblas_path.is_file() {
             let q = read_json(&bitblas_path)?;
-            let format = q.get("checkpoint_format").and_then(Value::as_str);
-            if format.is_some_and(|f| f != "bitnet") {
-                return Err(CheckpointError::config(
-                    &bitblas_path,
-                    format!(
-                        "checkpoint_format {:?} is not supported (only the native \"bitnet\" format)",
-                        format.unwrap_or_default()
-                    ),
-                ));
-            }
+            crate::storage::check_quantize_config(&bitblas_path, &q)?;
         }
         Ok(Self {
             path,

@@ -48,12 +48,12 @@ pub enum CheckpointError {
         supported: Vec<&'static str>,
     },
 
-    /// The directory holds only PyTorch pickles, which this engine never executes.
+    /// The directory holds only PyTorch pickles of a family the pickle reader does not serve.
     #[error(
-        "{} is a PyTorch pickle; this engine reads safetensors only — convert it, e.g. \
+        "{} is a PyTorch pickle; this engine reads pickles only for OneBit checkpoints (a \
+         restricted reader, nothing is executed) — convert it to safetensors, e.g. \
          `python -c \"import torch; from safetensors.torch import save_file; \
-         save_file(torch.load('pytorch_model.bin'), 'model.safetensors')\"` \
-         (the OneBit pickle reader arrives with `bitnet-cluster ckpt compress`)",
+         save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')\"`",
         path.display()
     )]
     Pickle { path: PathBuf },
@@ -127,6 +127,40 @@ pub enum CheckpointError {
         message: String,
     },
 
+    /// A pre-sharded checkpoint was opened as a whole model.
+    #[error(
+        "{}: this checkpoint is pre-sharded for tensor parallelism over {world} ranks (one file \
+         per rank); serve it with `up --tp {world}`, or compress the source without --tp",
+        dir.display()
+    )]
+    Presharded { dir: PathBuf, world: usize },
+
+    /// A rank's file was asked for with another tensor-parallel size than it was written for.
+    #[error(
+        "{}: the checkpoint is pre-sharded for --tp {stored} but --tp {requested} was asked \
+         for; use --tp {stored}, or recompress the source with --tp {requested}",
+        dir.display()
+    )]
+    TensorParallelMismatch {
+        dir: PathBuf,
+        stored: usize,
+        requested: usize,
+    },
+
+    /// A file's content does not match `manifest.json`, or the manifest is missing or wrong.
+    #[error("{}: {message}", path.display())]
+    Integrity { path: PathBuf, message: String },
+
+    /// The restricted pickle reader met something other than tensor storage records.
+    #[error(
+        "{}: refused: {reason}. Only state dicts of tensors are read (nothing is executed); \
+         convert it once where you trust it, e.g. `python -c \"import torch; from \
+         safetensors.torch import save_file; save_file(torch.load('pytorch_model.bin', \
+         weights_only=True), 'model.safetensors')\"`",
+        path.display()
+    )]
+    PickleRefused { path: PathBuf, reason: String },
+
     /// A kernels-crate layout rejected the converted data.
     #[error("tensor {name}: {source}")]
     Kernel {
@@ -145,7 +179,7 @@ impl CheckpointError {
     }
 
     /// Shorthand for a [`CheckpointError::Io`].
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CheckpointError::Io {
             path: path.into(),
             source,

@@ -3,10 +3,13 @@
 //! its ternary histogram and β.
 //!
 //! [`InspectReport`] serializes with serde (for `--json`) and displays as a readable table. Built
-//! by [`crate::inspect()`] from the files ([`crate::safetensors_dir`]) and the loaded weights.
+//! by [`crate::inspect()`] from the files ([`crate::safetensors_dir`]) and the loaded weights;
+//! it names the storage format (family layout, hf-packed, native, bitblas) and, for a
+//! pre-sharded checkpoint, lists every rank's tensors as `rankR/<name>`.
 
 use crate::config::{Family, ModelConfig};
 use crate::safetensors_dir::SafetensorsDir;
+use crate::storage::Storage;
 use crate::weights::{ModelWeights, Projection};
 use safetensors::Dtype;
 use serde::Serialize;
@@ -49,10 +52,15 @@ pub struct InspectReport {
     pub family: Family,
     /// [`Family::name`].
     pub family_name: &'static str,
+    /// How the weights are stored: `latent`, `hf-packed (...)`, `dense`, `onebit`, `native`,
+    /// `native (tensor-parallel, N ranks)`, `bitblas (...)`.
+    pub format: String,
+    /// Ranks of a pre-sharded checkpoint (`None`: one file set for the whole model).
+    pub tensor_parallel: Option<usize>,
     pub config: ModelConfig,
     /// The weight files read.
     pub files: Vec<PathBuf>,
-    /// Every stored tensor, sorted by name.
+    /// Every stored tensor, sorted by name (per rank, as `rankR/<name>`, when pre-sharded).
     pub tensors: Vec<TensorSummary>,
     /// Sum of [`TensorSummary::parameters`].
     pub parameters: u64,
@@ -65,56 +73,109 @@ pub struct InspectReport {
 }
 
 impl InspectReport {
-    /// Builds the report from the opened files and the weights loaded from them.
-    pub fn new(dir: PathBuf, st: &SafetensorsDir, weights: &ModelWeights) -> Self {
-        let config = &weights.config;
-        let tensors: Vec<TensorSummary> = st
-            .names()
-            .filter_map(|name| st.get(name))
-            .map(|t| TensorSummary {
-                name: t.name.to_string(),
-                dtype: t.dtype.to_string(),
-                shape: t.shape.to_vec(),
-                parameters: logical_parameters(config, t.name, t.dtype, t.shape),
-            })
-            .collect();
-        let bitlinear = weights
-            .layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, layer)| {
-                layer
-                    .projections()
-                    .into_iter()
-                    .filter_map(move |(name, p)| match p {
-                        Projection::Ternary { weight, .. } => {
-                            let h = weight.histogram();
-                            Some(BitLinearSummary {
-                                name: format!("model.layers.{i}.{name}"),
-                                rows: weight.rows(),
-                                cols: weight.cols(),
-                                minus: h.minus,
-                                zero: h.zero,
-                                plus: h.plus,
-                                beta: weight.beta(),
-                            })
-                        }
-                        _ => None,
-                    })
-            })
-            .collect();
+    /// Builds the report from the opened files and the weights loaded from them: one part for
+    /// a whole model, one per rank for a pre-sharded checkpoint.
+    pub fn new(
+        dir: PathBuf,
+        storage: &Storage,
+        parts: &[(&SafetensorsDir, &ModelWeights)],
+    ) -> Self {
+        let sharded = parts.len() > 1 || storage.presharded_world().is_some();
+        let prefix = |rank: usize| {
+            if sharded {
+                format!("rank{rank}/")
+            } else {
+                String::new()
+            }
+        };
+        let config = &parts[0].1.config;
+        let mut tensors = Vec::new();
+        let mut bitlinear = Vec::new();
+        let mut files = Vec::new();
+        let (mut bytes_on_disk, mut bytes_in_memory) = (0, 0);
+        for (rank, (st, weights)) in parts.iter().enumerate() {
+            let p = prefix(rank);
+            tensors.extend(
+                st.names()
+                    .filter_map(|name| st.get(name))
+                    .map(|t| TensorSummary {
+                        name: format!("{p}{}", t.name),
+                        dtype: t.dtype.to_string(),
+                        shape: t.shape.to_vec(),
+                        parameters: logical_parameters(config, t.name, t.dtype, t.shape),
+                    }),
+            );
+            bitlinear.extend(bitlinear_summaries(weights, &p));
+            files.extend(st.files().iter().map(|p| p.to_path_buf()));
+            bytes_on_disk += st.bytes_on_disk();
+            bytes_in_memory += weights.memory_bytes() as u64;
+        }
         Self {
             dir,
             family: config.family,
             family_name: config.family.name(),
+            format: format_name(config, storage),
+            tensor_parallel: storage.presharded_world(),
             config: config.clone(),
-            files: st.files().iter().map(|p| p.to_path_buf()).collect(),
+            files,
             parameters: tensors.iter().map(|t| t.parameters).sum(),
             tensors,
-            bytes_on_disk: st.bytes_on_disk(),
-            bytes_in_memory: weights.memory_bytes() as u64,
+            bytes_on_disk,
+            bytes_in_memory,
             bitlinear,
         }
+    }
+}
+
+/// Every BitLinear of `weights`, named `{prefix}model.layers.{i}.{projection}`.
+fn bitlinear_summaries(weights: &ModelWeights, prefix: &str) -> Vec<BitLinearSummary> {
+    weights
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, layer)| {
+            layer
+                .projections()
+                .into_iter()
+                .filter_map(move |(name, p)| match p {
+                    Projection::Ternary { weight, .. } => {
+                        let h = weight.histogram();
+                        Some(BitLinearSummary {
+                            name: format!("{prefix}model.layers.{i}.{name}"),
+                            rows: weight.rows(),
+                            cols: weight.cols(),
+                            minus: h.minus,
+                            zero: h.zero,
+                            plus: h.plus,
+                            beta: weight.beta(),
+                        })
+                    }
+                    _ => None,
+                })
+        })
+        .collect()
+}
+
+/// The storage format as `ckpt inspect` names it.
+fn format_name(config: &ModelConfig, storage: &Storage) -> String {
+    match storage {
+        Storage::Native(f) => match &f.tensor_parallel {
+            None => format!("native v{}", f.version),
+            Some(tp) => format!(
+                "native v{} (tensor-parallel, {} ranks)",
+                f.version, tp.world
+            ),
+        },
+        Storage::BitBlas => "bitblas (fused qkv / gate_up, unpermuted)".into(),
+        Storage::Family => match (config.family, &config.quantization) {
+            (Family::BitNet | Family::LlamaBitNet, Some(q)) if q.mode == "offline" => {
+                format!("hf-packed (uint8 [out/4, in], {})", q.linear_class)
+            }
+            (Family::BitNet, None) => "hf-packed (uint8 [out/4, in], bitlinear)".into(),
+            (Family::Llama, _) => "dense".into(),
+            (Family::OneBit, _) => "onebit (sign bits)".into(),
+            _ => "latent (ternarized at load)".into(),
+        },
     }
 }
 
@@ -126,11 +187,13 @@ fn logical_parameters(config: &ModelConfig, name: &str, dtype: Dtype, shape: &[u
         return 0;
     }
     let numel: u64 = shape.iter().map(|&d| d as u64).product();
-    let projection_weight = name.starts_with("model.layers.") && name.ends_with("_proj.weight");
+    let projection_weight = name.starts_with("model.layers.")
+        && (name.ends_with("_proj.weight") || name.ends_with("_proj.qweight"));
     match (config.family, dtype) {
         _ if !projection_weight => numel,
         (Family::OneBit, Dtype::I8 | Dtype::U8) => numel * 8,
-        (_, Dtype::U8) => numel * 4,
+        // Packed ternary (hf-packed, native with its padding, BitBLAS): four per byte.
+        (_, Dtype::U8 | Dtype::I8) => numel * 4,
         _ => numel,
     }
 }
@@ -172,6 +235,7 @@ impl fmt::Display for InspectReport {
         let c = &self.config;
         writeln!(f, "model         {}", self.dir.display())?;
         writeln!(f, "family        {}", self.family_name)?;
+        writeln!(f, "format        {}", self.format)?;
         writeln!(
             f,
             "architecture  {} (model_type {:?})",

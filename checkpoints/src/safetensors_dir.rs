@@ -2,8 +2,10 @@
 //! `model.safetensors.index.json`, memory-mapped, with tensor lookup by name.
 //!
 //! Only the files the model names are opened; other `*.safetensors` files are ignored. A
-//! directory with nothing but PyTorch pickles is refused ([`CheckpointError::Pickle`]): pickles
-//! are never executed. Consumed by [`crate::loader`] and [`mod@crate::inspect`].
+//! directory whose only weights are a zip-format `pytorch_model.bin` is read through the
+//! restricted pickle reader ([`crate::pickle`]: tensor records only, nothing executed; the
+//! crate accepts it for OneBit checkpoints only); other pickles are refused
+//! ([`CheckpointError::Pickle`]). Consumed by [`crate::loader`] and [`mod@crate::inspect`].
 
 use crate::error::CheckpointError;
 use half::{bf16, f16};
@@ -18,6 +20,10 @@ use std::path::{Path, PathBuf};
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// The shard index name.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The PyTorch pickle read by the restricted reader.
+pub const PICKLE_FILE: &str = "pytorch_model.bin";
+/// A sharded pickle's index (refused).
+const PICKLE_INDEX: &str = "pytorch_model.bin.index.json";
 
 /// One memory-mapped safetensors file with its parsed header.
 #[derive(Debug)]
@@ -66,16 +72,67 @@ impl SafetensorsDir {
         if index_path.is_file() {
             Self::open_sharded(dir, &index_path)
         } else if single_path.is_file() {
-            let shard = open_shard(&single_path)?;
-            let index = shard.order.iter().map(|n| (n.clone(), 0)).collect();
-            Ok(Self {
-                source: single_path,
-                shards: vec![shard],
-                index,
-            })
+            Self::open_file(&single_path)
+        } else if dir.join(PICKLE_FILE).is_file() && !dir.join(PICKLE_INDEX).exists() {
+            Self::open_pickle(&dir.join(PICKLE_FILE))
         } else {
             Err(no_weights_error(dir))
         }
+    }
+
+    /// Opens one safetensors file on its own (a rank's file of a pre-sharded checkpoint).
+    pub fn open_file(path: &Path) -> Result<Self, CheckpointError> {
+        if !path.is_file() {
+            return Err(CheckpointError::NotFound {
+                path: path.to_path_buf(),
+                what: "weight file",
+            });
+        }
+        let shard = open_shard(path)?;
+        let index = shard.order.iter().map(|n| (n.clone(), 0)).collect();
+        Ok(Self {
+            source: path.to_path_buf(),
+            shards: vec![shard],
+            index,
+        })
+    }
+
+    /// Reads the tensor records of a zip-format `pytorch_model.bin` with the restricted pickle
+    /// reader and maps the file; tensors point into its stored zip entries.
+    pub fn open_pickle(path: &Path) -> Result<Self, CheckpointError> {
+        let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+        // SAFETY: as in `open_shard`: a read-only map of a checkpoint nothing here writes.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| CheckpointError::io(path, e))?;
+        let records = crate::pickle::read_torch_zip(path, &mmap)?;
+        let order: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
+        let tensors = records
+            .into_iter()
+            .map(|r| {
+                let info = TensorInfo {
+                    dtype: r.dtype,
+                    shape: r.shape,
+                    data_offsets: (r.start, r.end),
+                };
+                (r.name, info)
+            })
+            .collect();
+        let index = order.iter().map(|n| (n.clone(), 0)).collect();
+        Ok(Self {
+            source: path.to_path_buf(),
+            shards: vec![Shard {
+                path: path.to_path_buf(),
+                mmap,
+                data_start: 0,
+                tensors,
+                order,
+            }],
+            index,
+        })
+    }
+
+    /// True when the weights come from a pickle (`pytorch_model.bin`).
+    pub fn is_pickle(&self) -> bool {
+        self.source.ends_with(PICKLE_FILE)
     }
 
     fn open_sharded(dir: &Path, index_path: &Path) -> Result<Self, CheckpointError> {
@@ -168,6 +225,22 @@ impl SafetensorsDir {
     /// Sum of the sizes of the weight files.
     pub fn bytes_on_disk(&self) -> u64 {
         self.shards.iter().map(|s| s.mmap.len() as u64).sum()
+    }
+
+    /// Drops the mapped pages from this process's resident set (best effort): a streaming
+    /// reader (the compression tool) calls it after each layer so its memory stays about one
+    /// layer, not the whole file. Later reads fault the pages back in from the file.
+    pub fn release_pages(&self) {
+        for shard in &self.shards {
+            // SAFETY: a read-only shared mapping of a file: MADV_DONTNEED only drops the
+            // process's page mappings; the contents are read back from the file on access, so
+            // every outstanding slice keeps seeing the same bytes.
+            let _ = unsafe {
+                shard
+                    .mmap
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
+        }
     }
 
     /// Every tensor name, sorted.
@@ -520,7 +593,7 @@ mod tests {
         std::fs::write(dir.path().join("pytorch_model.bin"), b"PK\x03\x04").unwrap();
         let err = SafetensorsDir::open(dir.path()).unwrap_err();
         assert!(
-            matches!(err, CheckpointError::Pickle { ref path } if path.ends_with("pytorch_model.bin")),
+            matches!(err, CheckpointError::PickleRefused { ref path, .. } if path.ends_with("pytorch_model.bin")),
             "{err}"
         );
         write(

@@ -264,7 +264,7 @@ fn config_reads_without_weights_and_from_a_pickle_only_directory() {
 }
 
 #[test]
-fn bitblas_format_is_refused() {
+fn unfused_bitblas_format_is_refused() {
     let fx = Fixture::one_bit_llm();
     let dir = fx.tempdir();
     std::fs::write(
@@ -274,7 +274,7 @@ fn bitblas_format_is_refused() {
     .unwrap();
     let msg = read_config(dir.path()).unwrap_err().to_string();
     assert!(
-        msg.contains("quantize_config.json: checkpoint_format \"bitblas\" is not supported"),
+        msg.contains("quantize_config.json: checkpoint_format \"bitblas\" is read only with fuse_qkv and fuse_gateup"),
         "{msg}"
     );
     std::fs::write(

@@ -191,17 +191,25 @@ fn pickle_only_directory_is_refused_with_the_conversion_hint() {
     std::fs::write(dir.path().join("pytorch_model.bin"), b"\x80\x02pickle").unwrap();
     let err = load_model(dir.path()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, CheckpointError::Pickle { .. }), "{msg}");
-    assert_eq!(
-        msg,
-        format!(
-            "{} is a PyTorch pickle; this engine reads safetensors only — convert it, e.g. \
-             `python -c \"import torch; from safetensors.torch import save_file; \
-             save_file(torch.load('pytorch_model.bin'), 'model.safetensors')\"` \
-             (the OneBit pickle reader arrives with `bitnet-cluster ckpt compress`)",
-            dir.path().join("pytorch_model.bin").display()
-        )
+    assert!(
+        matches!(err, CheckpointError::PickleRefused { .. }),
+        "{msg}"
     );
+    assert!(
+        msg.starts_with(&format!(
+            "{}: refused: not a zip-format torch.save file",
+            dir.path().join("pytorch_model.bin").display()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing is executed"), "{msg}");
+    assert!(
+        msg.contains(
+            "save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
 }
 
 #[test]

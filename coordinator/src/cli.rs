@@ -79,12 +79,19 @@ pub struct UpArgs {
     /// Compute threads (default: physical cores).
     #[arg(long)]
     pub threads_per_worker: Option<usize>,
+    /// Check the model directory against its manifest.json before loading.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CkptCommand {
     /// Family, shapes, sizes, ternary histograms and β of a checkpoint directory.
     Inspect(InspectArgs),
+    /// Compress a checkpoint into the native, hf-packed or bitblas layout (atomic, streamed).
+    Compress(crate::ckpt::CompressArgs),
+    /// Re-hash a compressed checkpoint against manifest.json and check every tensor.
+    Verify(crate::ckpt::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +152,9 @@ pub struct GenerateArgs {
     /// half the bytes of an f16 head per token but moves the logits slightly.
     #[arg(long, default_value = "stored", value_parser = ["stored", "int8"])]
     pub lm_head: String,
+    /// Check the model directory against its manifest.json before loading.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Runs a parsed command line, printing results on stdout.
@@ -171,10 +181,15 @@ pub fn run(cli: Cli) -> Result<(), CoordinatorError> {
             }
             Ok(())
         }
+        Command::Ckpt(CkptCommand::Compress(args)) => Ok(crate::ckpt::run_compress(args)?),
+        Command::Ckpt(CkptCommand::Verify(args)) => Ok(crate::ckpt::run_verify(args)?),
     }
 }
 
 fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
+    if let (true, Some(dir)) = (args.verify, &args.model) {
+        crate::ckpt::verify_before_load(dir)?;
+    }
     let prompt = match (args.prompt, args.prompt_ids) {
         (Some(text), _) => Prompt::Text(text),
         (None, Some(ids)) => Prompt::Ids(ids),
@@ -238,6 +253,12 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
         return Err(CoordinatorError::InvalidRequest(
             "--tp must be at least 1".into(),
         ));
+    }
+    if let Some(dir) = &args.model {
+        if args.verify {
+            crate::ckpt::verify_before_load(dir)?;
+        }
+        crate::ckpt::check_tensor_parallel(dir, args.tp)?;
     }
     if args.device != "cpu" {
         return Err(CoordinatorError::InvalidRequest(format!(

@@ -21,6 +21,8 @@ pub enum CoordinatorError {
     Worker(#[from] bitnet_worker::WorkerError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Ckpt(#[from] crate::ckpt::CkptError),
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -5,9 +5,11 @@
 //! ([`demo`]); validation ([`validation`]), the scheduler and block manager ([`scheduler`]), the
 //! engine thread and its executors ([`engine`]: in process, or the gRPC fan-out to worker
 //! processes), the public gRPC server ([`server`], [`serve`]) and the worker processes with
-//! their launcher ([`cluster`]: `bitnet-cluster worker` and `up --tp N`).
+//! their launcher ([`cluster`]: `bitnet-cluster worker` and `up --tp N`); the checkpoint tools
+//! ([`ckpt`]: `ckpt compress`, `ckpt verify`, `--verify` on load).
 
 pub mod chat;
+pub mod ckpt;
 pub mod cli;
 pub mod cluster;
 pub mod demo;

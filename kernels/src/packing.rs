@@ -94,6 +94,70 @@ impl TernaryMatrix {
         Ok(m)
     }
 
+    /// Takes bytes already in this layout (as [`TernaryMatrix::packed`] returns them, e.g. read
+    /// back from a native checkpoint) with scale `beta`. Checks the length, that no code is 3
+    /// and that every padding position holds code 1 (zero), so a corrupt file cannot reach the
+    /// kernels.
+    pub fn from_packed(
+        rows: usize,
+        cols: usize,
+        packed: Vec<u8>,
+        beta: f32,
+    ) -> Result<Self, KernelError> {
+        let blocks = cols.div_ceil(BLOCK_COLS);
+        let expected = rows.next_multiple_of(ROW_GROUP) * blocks * BLOCK_BYTES;
+        check_len(
+            "TernaryMatrix::from_packed",
+            "packed",
+            expected,
+            packed.len(),
+        )?;
+        let m = Self {
+            rows,
+            cols,
+            blocks,
+            packed,
+            beta,
+        };
+        // A code 3 has both bits of a pair set.
+        if let Some(at) = m.packed.iter().position(|&b| b & (b >> 1) & 0x55 != 0) {
+            let (row, col) = m.position_of(at);
+            return Err(KernelError::PackedCode3 {
+                op: "TernaryMatrix::from_packed",
+                row,
+                col,
+            });
+        }
+        let padding_rows = m.rows..m.padded_rows();
+        let bad_row = padding_rows
+            .flat_map(|r| (0..m.padded_cols()).map(move |c| (r, c)))
+            .chain((0..m.rows).flat_map(|r| (m.cols..m.padded_cols()).map(move |c| (r, c))))
+            .find(|&(r, c)| {
+                decode(m.packed[m.byte_index(r, c)], (c % BLOCK_COLS) / BLOCK_BYTES) != 0
+            });
+        if let Some((row, col)) = bad_row {
+            return Err(KernelError::Shape {
+                op: "TernaryMatrix::from_packed",
+                reason: format!(
+                    "padding position (row {row}, column {col}) of a {rows}x{cols} matrix is not zero"
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// The (row, first column) of the byte at `index` of the packed bytes (its slot 0).
+    fn position_of(&self, index: usize) -> (usize, usize) {
+        let group = index / self.group_bytes();
+        let in_group = index % self.group_bytes();
+        let block = in_group / (ROW_GROUP * BLOCK_BYTES);
+        let in_block = in_group % (ROW_GROUP * BLOCK_BYTES);
+        (
+            group * ROW_GROUP + in_block / BLOCK_BYTES,
+            block * BLOCK_COLS + in_block % BLOCK_BYTES,
+        )
+    }
+
     /// Ternarizes row-major latent weights with the rule of FORMATS.md §1:
     /// `β = max(mean |W|, 1e-5)`, `T = clamp(round_ties_even(W · (1/β)), -1, 1)` in f32.
     pub fn from_latent(rows: usize, cols: usize, latent: &[f32]) -> Result<Self, KernelError> {
@@ -316,6 +380,41 @@ mod tests {
         );
         assert_eq!((m.get(0, 32), m.get(0, 127), m.get(0, 129)), (1, -1, 1));
         assert_eq!((m.get(1, 0), m.get(4, 2), m.get(4, 129)), (1, -1, 0));
+    }
+
+    #[test]
+    fn from_packed_round_trips_and_rejects_corruption() {
+        for (rows, cols) in [(1, 1), (5, 130), (9, 300), (4, 128)] {
+            let values: Vec<i8> = (0..rows * cols).map(|i| ((i * 5) % 3) as i8 - 1).collect();
+            let m = TernaryMatrix::from_ternary(rows, cols, &values, 0.75).unwrap();
+            let back = TernaryMatrix::from_packed(rows, cols, m.packed().to_vec(), 0.75).unwrap();
+            assert_eq!(back, m, "{rows}x{cols}");
+        }
+        let m = TernaryMatrix::from_ternary(5, 130, &[0; 650], 1.0).unwrap();
+        let mut bytes = m.packed().to_vec();
+        bytes[m.byte_index(4, 129)] = 0x57; // code 3 in slot 0: row 4, column 129
+        let err = TernaryMatrix::from_packed(5, 130, bytes, 1.0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KernelError::PackedCode3 {
+                    row: 4,
+                    col: 129,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut bytes = m.packed().to_vec();
+        bytes[m.byte_index(6, 0)] = 0x56; // padding row 6 holds a +1
+        let err = TernaryMatrix::from_packed(5, 130, bytes, 1.0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("padding position (row 6, column 0)"),
+            "{err}"
+        );
+        let err = TernaryMatrix::from_packed(5, 130, vec![0x55; 3], 1.0).unwrap_err();
+        assert!(matches!(err, KernelError::Length { .. }), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use bitnet_proto::worker::{
     InitCollectiveRequest, LoadModelRequest, LoadModelResponse, ModelShape, SampledToken,
     StepRequest, StepTimings,
 };
-use bitnet_worker::shard::RowParallel;
+use bitnet_worker::shard::{load_presharded, ModelShard, PreshardedError, RowParallel};
 use bitnet_worker::{
     Collective, ForwardOptions, KvCache, Sampler, SequenceChunk, ShardPlan, ShardedModel,
     SingleRank, TcpRing, TcpRingConfig,
@@ -144,17 +144,14 @@ impl Rank {
             return Err(ClusterError::State("a model is already loaded".into()));
         }
         let started = Instant::now();
-        let weights = load_weights(&req.model_dir)?;
         let (rank, world) = (req.tp_rank as usize, req.tp_size.max(1) as usize);
+        let shard = load_shard(&req.model_dir, rank, world)?;
         if self.collective.is_none() && world == 1 {
             self.collective = Some(Box::new(SingleRank));
         }
         let collective = self.collective.take().ok_or_else(|| {
             ClusterError::State("InitCollective must come before LoadModel".into())
         })?;
-        let shard = ShardPlan::new(rank, world)
-            .and_then(|plan| plan.shard(&weights))
-            .map_err(bitnet_worker::WorkerError::from)?;
         let backend = CpuBackend::from_env(self.threads)
             .map_err(|e| ClusterError::Load(format!("CPU backend: {e}")))?;
         let model = ShardedModel::new(shard, backend, collective)?;
@@ -338,6 +335,25 @@ impl Rank {
             },
         ))
     }
+}
+
+/// This rank's shard: read from its own file when the checkpoint is pre-sharded (the rank
+/// count must match), else cut from the whole model.
+fn load_shard(model_dir: &str, rank: usize, world: usize) -> Result<ModelShard, ClusterError> {
+    let plan = ShardPlan::new(rank, world).map_err(bitnet_worker::WorkerError::from)?;
+    if !model_dir.is_empty() {
+        let dir = std::path::Path::new(model_dir);
+        if bitnet_worker::shard::presharded_world(dir)?.is_some() {
+            return load_presharded(dir, plan).map_err(|e| match e {
+                PreshardedError::Checkpoint(c) => ClusterError::Checkpoint(c),
+                PreshardedError::Shard(s) => bitnet_worker::WorkerError::from(s).into(),
+            });
+        }
+    }
+    let weights = load_weights(model_dir)?;
+    Ok(plan
+        .shard(&weights)
+        .map_err(bitnet_worker::WorkerError::from)?)
 }
 
 fn load_weights(model_dir: &str) -> Result<ModelWeights, ClusterError> {

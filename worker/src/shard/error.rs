@@ -22,6 +22,15 @@ pub enum ShardError {
         name: &'static str,
         reason: String,
     },
+    #[error(
+        "rank {rank}'s file holds {stored}, but this build shards it as {expected}; recompress \
+         the source with this build"
+    )]
+    PreshardedShapes {
+        rank: usize,
+        stored: String,
+        expected: String,
+    },
     #[error("the model has rank {expected} of {expected_world}, the collective is rank {got} of {got_world}")]
     GroupMismatch {
         expected: usize,

@@ -10,7 +10,7 @@
 use super::error::ShardError;
 use super::layout::{ShardLayout, ShardPlan, Span};
 use super::slice::{dense_block, sign_rows, ternary_cols, ternary_rows};
-use bitnet_checkpoints::{ModelConfig, ModelWeights, Norm, Projection};
+use bitnet_checkpoints::{LayerWeights, ModelConfig, ModelWeights, Norm, Projection};
 use bitnet_kernels::{DenseMatrix, KernelError, TernaryMatrix};
 
 /// The local part of a row-parallel projection (o, down).
@@ -85,27 +85,11 @@ impl ShardPlan {
     /// This rank's shard of `weights`.
     pub fn shard(&self, weights: &ModelWeights) -> Result<ModelShard, ShardError> {
         let layout = self.layout(&weights.config)?;
-        let (q_rows, kv_rows, ffn) = (layout.q_features(), layout.kv_features(), layout.ffn);
         let layers = weights
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| {
-                let err = |name: &'static str| move |e: KernelError| shape(i, name, e.to_string());
-                Ok(LayerShard {
-                    input_norm: l.input_norm.clone(),
-                    q: column_parallel(&l.q, q_rows, i, "q_proj")?,
-                    k: column_parallel(&l.k, kv_rows, i, "k_proj")?,
-                    v: column_parallel(&l.v, kv_rows, i, "v_proj")?,
-                    o: row_parallel(&l.o, q_rows, i, "o_proj").map_err(err("o_proj"))?,
-                    attn_sub_norm: l.attn_sub_norm.clone(),
-                    post_attention_norm: l.post_attention_norm.clone(),
-                    gate: column_parallel(&l.gate, ffn, i, "gate_proj")?,
-                    up: column_parallel(&l.up, ffn, i, "up_proj")?,
-                    down: row_parallel(&l.down, ffn, i, "down_proj").map_err(err("down_proj"))?,
-                    ffn_sub_norm: l.ffn_sub_norm.clone(),
-                })
-            })
+            .map(|(i, l)| shard_layer(&layout, i, l))
             .collect::<Result<Vec<_>, ShardError>>()?;
         Ok(ModelShard {
             config: weights.config.clone(),
@@ -115,6 +99,92 @@ impl ShardPlan {
             final_norm: weights.final_norm.clone(),
             lm_head: weights.lm_head.clone(),
         })
+    }
+}
+
+/// The part of layer `i` that the rank of `layout` holds (the compression tool shards one
+/// layer at a time with it).
+pub fn shard_layer(
+    layout: &ShardLayout,
+    i: usize,
+    l: &LayerWeights,
+) -> Result<LayerShard, ShardError> {
+    let (q_rows, kv_rows, ffn) = (layout.q_features(), layout.kv_features(), layout.ffn);
+    let err = |name: &'static str| move |e: KernelError| shape(i, name, e.to_string());
+    Ok(LayerShard {
+        input_norm: l.input_norm.clone(),
+        q: column_parallel(&l.q, q_rows, i, "q_proj")?,
+        k: column_parallel(&l.k, kv_rows, i, "k_proj")?,
+        v: column_parallel(&l.v, kv_rows, i, "v_proj")?,
+        o: row_parallel(&l.o, q_rows, i, "o_proj").map_err(err("o_proj"))?,
+        attn_sub_norm: l.attn_sub_norm.clone(),
+        post_attention_norm: l.post_attention_norm.clone(),
+        gate: column_parallel(&l.gate, ffn, i, "gate_proj")?,
+        up: column_parallel(&l.up, ffn, i, "up_proj")?,
+        down: row_parallel(&l.down, ffn, i, "down_proj").map_err(err("down_proj"))?,
+        ffn_sub_norm: l.ffn_sub_norm.clone(),
+    })
+}
+
+impl RowParallel {
+    /// As a plain projection over the local input columns (what a rank file stores).
+    pub fn to_projection(&self) -> Projection {
+        match self {
+            RowParallel::Ternary { weight, input_norm } => Projection::Ternary {
+                weight: weight.clone(),
+                input_norm: input_norm.clone(),
+            },
+            RowParallel::Dense(m) => Projection::Dense(m.clone()),
+            RowParallel::Replicated(p) => p.clone(),
+        }
+    }
+
+    /// The inverse of [`RowParallel::to_projection`] (OneBit is replicated whole).
+    pub fn from_projection(p: Projection) -> Self {
+        match p {
+            Projection::Ternary { weight, input_norm } => {
+                RowParallel::Ternary { weight, input_norm }
+            }
+            Projection::Dense(m) => RowParallel::Dense(m),
+            p @ Projection::OneBit { .. } => RowParallel::Replicated(p),
+        }
+    }
+}
+
+impl LayerShard {
+    /// The shard as a [`LayerWeights`] of local sizes (o and down over the local input columns):
+    /// what a rank's file of a pre-sharded checkpoint holds.
+    pub fn to_local_layer(&self) -> LayerWeights {
+        LayerWeights {
+            input_norm: self.input_norm.clone(),
+            q: self.q.clone(),
+            k: self.k.clone(),
+            v: self.v.clone(),
+            o: self.o.to_projection(),
+            attn_sub_norm: self.attn_sub_norm.clone(),
+            post_attention_norm: self.post_attention_norm.clone(),
+            gate: self.gate.clone(),
+            up: self.up.clone(),
+            down: self.down.to_projection(),
+            ffn_sub_norm: self.ffn_sub_norm.clone(),
+        }
+    }
+
+    /// The inverse of [`LayerShard::to_local_layer`].
+    pub fn from_local_layer(l: LayerWeights) -> Self {
+        LayerShard {
+            input_norm: l.input_norm,
+            q: l.q,
+            k: l.k,
+            v: l.v,
+            o: RowParallel::from_projection(l.o),
+            attn_sub_norm: l.attn_sub_norm,
+            post_attention_norm: l.post_attention_norm,
+            gate: l.gate,
+            up: l.up,
+            down: RowParallel::from_projection(l.down),
+            ffn_sub_norm: l.ffn_sub_norm,
+        }
     }
 }
 
