@@ -3,7 +3,8 @@
 //!
 //! - [`model`]: [`Model`], the forward pass of every family over a [`bitnet_kernels::Backend`].
 //! - [`projection`]: how each [`bitnet_checkpoints::Projection`] variant is applied.
-//! - [`kv_cache`]: [`KvCache`], the contiguous per-sequence key/value cache.
+//! - [`kv_pool`]: [`KvPool`], the paged key/value store (blocks of [`BLOCK_SIZE`] tokens).
+//! - [`kv_cache`]: [`KvCache`], one sequence's history in a private pool (offline paths).
 //! - [`sampler`]: [`Sampler`], greedy and seeded temperature / top-k / top-p sampling.
 //! - [`generator`]: [`Generator`], prefill then one-token decode steps for one prompt.
 //! - [`synthetic`]: [`SyntheticSpec`], random-weight models of a given shape (demo, benchmarks).
@@ -15,14 +16,15 @@
 //! Neighbours: weights come from `bitnet-checkpoints`, compute from `bitnet-kernels`; the
 //! coordinator (`bitnet-cluster generate`) drives a [`Generator`] in process, and its
 //! `cluster` module serves a [`ShardedModel`] as the `bitnet.worker.v1` gRPC service of a
-//! `bitnet-cluster worker` process (it lives there because it also serves the demo model). The
-//! paged KV cache is still to come.
+//! `bitnet-cluster worker` process (it lives there because it also serves the demo model).
 
 mod batch;
+mod kv_batch;
 pub mod collective;
 pub mod error;
 pub mod generator;
 pub mod kv_cache;
+pub mod kv_pool;
 pub mod model;
 pub mod projection;
 pub mod sampler;
@@ -37,7 +39,8 @@ pub use collective::{
 pub use error::WorkerError;
 pub use generator::{Decoder, FinishReason, Generation, GenerationRequest, Generator};
 pub use kv_cache::KvCache;
-pub use model::{ForwardOptions, ForwardOutput, Model, QuantTrace, SequenceChunk};
+pub use kv_pool::{KvPool, BLOCK_SIZE};
+pub use model::{ForwardOptions, ForwardOutput, Model, PagedChunk, QuantTrace, SequenceChunk};
 pub use sampler::{Sampler, SamplingParams};
 pub use shard::{ModelShard, ShardLayout, ShardPlan};
 pub use sharded_generator::ShardedGenerator;
