@@ -269,8 +269,8 @@ async fn a_dead_worker_stops_the_cluster_with_an_error() {
 async fn a_worker_serves_its_api_and_exits_on_shutdown() {
     use bitnet_proto::worker::worker_client::WorkerClient;
     use bitnet_proto::worker::{
-        HealthRequest, InfoRequest, LoadModelRequest, NewRequest, RunningRequest, ShutdownRequest,
-        StepRequest,
+        HealthRequest, InfoRequest, LoadModelRequest, NewRequest, ProfileRequest, RunningRequest,
+        ShutdownRequest, StepRequest,
     };
     use std::io::BufRead;
 
@@ -328,6 +328,18 @@ async fn a_worker_serves_its_api_and_exits_on_shutdown() {
             .ready
     );
 
+    // Profile allocates the paged KV pool, capped by `max_blocks`.
+    let profiled = client
+        .profile(ProfileRequest {
+            block_size: 16,
+            memory_budget_bytes: 0,
+            max_blocks: 4,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(profiled.num_blocks, 4);
+
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut responses = client
         .step(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -355,6 +367,7 @@ async fn a_worker_serves_its_api_and_exits_on_shutdown() {
             seq_id: 1,
             prompt_ids: vec![1, 2, 3],
             num_scheduled: 3,
+            block_ids: vec![3],
             ..Default::default()
         }],
         ..Default::default()

@@ -104,10 +104,7 @@ fn paged_attention_matches_the_reference_on_every_path() {
                         if let Some(i) = (0..want.len()).find(|&i| {
                             !((got[i] - want[i]).abs() <= 1e-5 * vmax) // NaN fails too
                         }) {
-                            failures.push(format!(
-                                "{case}: [{i}] got {} want {}",
-                                got[i], want[i]
-                            ));
+                            failures.push(format!("{case}: [{i}] got {} want {}", got[i], want[i]));
                         }
                         let mut contiguous = vec![f32::NAN; q.len()];
                         b.attention(&shape, &q, &k, &v, &mut contiguous)

@@ -52,11 +52,14 @@ impl<'a> KvBatch<'a> {
             .map(|c| {
                 let tokens: &'a [u32] = c.tokens;
                 let (pool, table, past) = c.cache.parts();
-                (SeqKv {
-                    tokens,
-                    table,
-                    past,
-                }, pool)
+                (
+                    SeqKv {
+                        tokens,
+                        table,
+                        past,
+                    },
+                    pool,
+                )
             })
             .unzip();
         Self {

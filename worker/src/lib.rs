@@ -12,6 +12,9 @@
 //! - [`shard`]: [`ShardPlan`] cuts a model into a rank's [`ModelShard`] (Megatron-style).
 //! - [`sharded_model`]: [`ShardedModel`], one rank's forward pass, bit-identical to [`Model`].
 //! - [`sharded_generator`]: [`ShardedGenerator`], generation on one rank of a group.
+//! - [`step_runner`]: [`StepRunner`], a rank's sequences and KV pool under the
+//!   `bitnet.worker.v1` step protocol (served by the coordinator in process or by a worker).
+//! - [`logprobs`]: [`TokenLogprobs`], log-softmax of the sampled token and the top-n.
 //!
 //! Neighbours: weights come from `bitnet-checkpoints`, compute from `bitnet-kernels`; the
 //! coordinator (`bitnet-cluster generate`) drives a [`Generator`] in process, and its
@@ -19,18 +22,20 @@
 //! `bitnet-cluster worker` process (it lives there because it also serves the demo model).
 
 mod batch;
-mod kv_batch;
 pub mod collective;
 pub mod error;
 pub mod generator;
+mod kv_batch;
 pub mod kv_cache;
 pub mod kv_pool;
+pub mod logprobs;
 pub mod model;
 pub mod projection;
 pub mod sampler;
 pub mod shard;
 pub mod sharded_generator;
 pub mod sharded_model;
+pub mod step_runner;
 pub mod synthetic;
 
 pub use collective::{
@@ -40,9 +45,11 @@ pub use error::WorkerError;
 pub use generator::{Decoder, FinishReason, Generation, GenerationRequest, Generator};
 pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, BLOCK_SIZE};
+pub use logprobs::{token_logprobs, TokenLogprobs};
 pub use model::{ForwardOptions, ForwardOutput, Model, PagedChunk, QuantTrace, SequenceChunk};
 pub use sampler::{Sampler, SamplingParams};
 pub use shard::{ModelShard, ShardLayout, ShardPlan};
 pub use sharded_generator::ShardedGenerator;
 pub use sharded_model::ShardedModel;
+pub use step_runner::{sampling_params, PagedModel, StepReply, StepRunner};
 pub use synthetic::SyntheticSpec;

@@ -198,7 +198,17 @@ impl<B: Backend> Model<B> {
             kv: c.num_kv_heads,
             dim: hd,
         };
-        kv.attend(b, index, heads, Qkv { q: &q, k: &k, v: &v }, &mut attn)?;
+        kv.attend(
+            b,
+            index,
+            heads,
+            Qkv {
+                q: &q,
+                k: &k,
+                v: &v,
+            },
+            &mut attn,
+        )?;
         if let Some(norm) = &layer.attn_sub_norm {
             attn = apply_norm(b, norm, &attn, c.num_heads * hd)?;
         }

@@ -206,7 +206,17 @@ impl<B: Backend> ShardedModel<B> {
             kv: hkv,
             dim: hd,
         };
-        kv.attend(b, index, heads, Qkv { q: &q, k: &k, v: &v }, &mut attn)?;
+        kv.attend(
+            b,
+            index,
+            heads,
+            Qkv {
+                q: &q,
+                k: &k,
+                v: &v,
+            },
+            &mut attn,
+        )?;
         let n_tokens = positions.len();
         let o = self.row_parallel(
             &layer.o,

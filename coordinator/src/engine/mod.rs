@@ -9,6 +9,7 @@ pub mod executor;
 pub mod grpc_executor;
 pub mod output;
 
+use crate::cluster::wire;
 use crate::scheduler::{FinishReason, SchedRequest, Scheduler, SchedulerStats, SeqId};
 use crate::tokenizer::TextTokenizer;
 use crate::validation::ValidRequest;
@@ -209,12 +210,15 @@ impl Engine {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let sampling = SamplingParams {
+        let params = SamplingParams {
             temperature: req.sampling.temperature,
             top_k: req.sampling.top_k as usize,
             top_p: req.sampling.top_p,
             seed: req.sampling.seed,
         };
+        // Every rank must draw the same random stream: settle the seed here.
+        let seed = req.sampling.seed.unwrap_or_else(rand::random);
+        let sampling = wire::sampling_state(&params, seed, None);
         if let Err(e) = self.executor.register(seq, sampling) {
             return fail(e.to_string());
         }

@@ -133,6 +133,7 @@ impl FakeWorker {
         Ok(StepOutput {
             step_id: step,
             tokens,
+            ..StepOutput::default()
         })
     }
 

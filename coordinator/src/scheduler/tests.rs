@@ -339,6 +339,7 @@ fn step_with(s: &mut Scheduler, token: u32) -> Vec<RequestUpdate> {
         &StepOutput {
             step_id: o.step_id,
             tokens,
+            ..StepOutput::default()
         },
     )
     .unwrap()
@@ -467,6 +468,7 @@ fn rejected_requests_and_bad_step_outputs() {
                 token_id: 3,
             },
         ],
+        ..StepOutput::default()
     };
     let wrong_step = StepOutput {
         step_id: 99,
@@ -515,6 +517,7 @@ fn rejected_requests_and_bad_step_outputs() {
             seq_id: 1,
             token_id: 3,
         }],
+        ..StepOutput::default()
     };
     assert_eq!(
         s.update(&o, &early),

@@ -117,7 +117,13 @@ pub fn paged_attention(
     check_len("paged_attention", "out", q.len(), out.len())?;
     crate::reference::check_paged_kv(shape, kv)?;
     let shift = kv.block_size.trailing_zeros();
-    run(b, shape, q, (kv.keys, kv.values, kv.block_table, shift), out);
+    run(
+        b,
+        shape,
+        q,
+        (kv.keys, kv.values, kv.block_table, shift),
+        out,
+    );
     Ok(())
 }
 
