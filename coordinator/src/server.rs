@@ -222,6 +222,7 @@ impl Serving for ServingService {
             kv_blocks_used: s.kv_blocks_used as u64,
             max_num_seqs: self.max_admitted,
             serving: true,
+            num_preemptions: s.num_preemptions_total,
         }))
     }
 
