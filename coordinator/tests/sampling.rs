@@ -184,7 +184,7 @@ async fn a_passed_deadline_ends_the_stream_and_frees_the_blocks() {
             }
         };
         assert!(expected(&status), "{timeout:?}: {status}");
-        println!("{timeout:?}: {tokens} tokens before {}", status.code());
+        println!("{timeout:?}: {tokens} tokens, then {}", status.message());
         assert!(tokens < 2000, "aborted early ({tokens} tokens)");
         assert!(started.elapsed() < Duration::from_secs(10));
         wait_for_free_blocks(&client).await;
