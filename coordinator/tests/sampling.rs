@@ -72,10 +72,7 @@ async fn logprobs_are_a_normalized_top_n_with_the_sampled_token() {
         assert_eq!(lp.top[0].logprob, lp.sampled.logprob);
         assert!(lp.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
         let mass: f32 = lp.top.iter().map(|t| t.logprob.exp()).sum();
-        assert!(
-            lp.sampled.logprob <= 0.0 && mass <= 1.0 + 1e-5,
-            "{lp:?}"
-        );
+        assert!(lp.sampled.logprob <= 0.0 && mass <= 1.0 + 1e-5, "{lp:?}");
     }
     // Without `logprobs`, none are sent.
     let plain = client
@@ -128,7 +125,11 @@ async fn n_samples_are_distinct_reproducible_and_share_the_prompt() {
     let one = run(greedy.clone()).await;
     let many = run(greedy.n(3)).await;
     for c in &many.choices {
-        assert_eq!(c.output_ids, one.choices[0].output_ids, "sample {}", c.index);
+        assert_eq!(
+            c.output_ids, one.choices[0].output_ids,
+            "sample {}",
+            c.index
+        );
     }
     wait_for_free_blocks(&client).await;
     let _ = stop.send(());
@@ -239,5 +240,8 @@ async fn a_tiny_kv_pool_preempts_and_still_gives_the_unpressured_outputs() {
         let _ = stop.send(());
     }
     assert!(outputs[0].iter().all(|o| o.len() == 30));
-    assert_eq!(outputs[0], outputs[1], "pressured outputs equal unpressured ones");
+    assert_eq!(
+        outputs[0], outputs[1],
+        "pressured outputs equal unpressured ones"
+    );
 }

@@ -590,9 +590,18 @@ fn forks_wait_for_the_prompt_then_share_its_full_blocks() {
     let run = drive(&mut s, &mut w);
     let (alone, reason) = solo(&req(1, 40, 5), &[]);
     for id in [2, 3] {
-        let mut got = first.iter().find(|u| u.id == id).unwrap().new_token_ids.clone();
+        let mut got = first
+            .iter()
+            .find(|u| u.id == id)
+            .unwrap()
+            .new_token_ids
+            .clone();
         got.extend(&run.outputs[&id].0);
-        assert_eq!((got, run.outputs[&id].1), (alone.clone(), reason), "fork {id}");
+        assert_eq!(
+            (got, run.outputs[&id].1),
+            (alone.clone(), reason),
+            "fork {id}"
+        );
     }
 }
 
