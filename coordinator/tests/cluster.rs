@@ -1,8 +1,9 @@
 //! `bitnet-cluster up --tp N` end to end with real processes: the binary spawns N
 //! `bitnet-cluster worker` processes joined by the TCP ring; a client gets the transformers
 //! greedy tokens of the `bitnet-packed` fixture for TP = 1 and TP = 2; SIGTERM stops the
-//! coordinator with exit 0 and no worker survives; a killed worker makes the coordinator exit
-//! non-zero and take the other workers down. Linux only (process checks read `/proc`).
+//! coordinator with exit 0 and no worker survives; a killed worker fails every open stream,
+//! turns health NOT_SERVING, makes the coordinator exit non-zero and take the other workers
+//! down. Linux only (process checks read `/proc`).
 #![cfg(target_os = "linux")]
 
 use bitnet_client::{
@@ -228,32 +229,75 @@ async fn tp2_chunked_prefill_and_preemption_match_the_reference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_stops_the_cluster_with_an_error() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let mut server = Server::start(2);
     let client = server.client().await;
     let workers = server.workers();
     assert_eq!(workers.len(), 2);
-    // A long request in flight when the worker dies fails with an error (not a hang).
+    // Health is watched from before the failure.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "bitnet.v1.Serving".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |m: Option<tonic_health::pb::HealthCheckResponse>| m.map(|m| m.status());
+    assert_eq!(
+        status(watch.message().await.unwrap()),
+        Some(ServingStatus::Serving)
+    );
+    // Two long requests in flight when the worker dies: each fails with an error (no hang).
     let prompt = expected_ids("bitnet-packed", "prompt_ids");
     let sampling = SamplingParams::greedy().max_tokens(240).ignore_eos(true);
-    let mut stream = client.generate(GenerateParams::token_ids(prompt).with_sampling(sampling));
-    let first = stream
-        .next()
-        .await
-        .expect("an event")
-        .expect("the first chunk");
-    assert!(matches!(first, GenerateEvent::Chunk { .. }), "{first:?}");
+    let mut streams: Vec<_> = (0..2)
+        .map(|_| {
+            client
+                .generate(GenerateParams::token_ids(prompt.clone()).with_sampling(sampling.clone()))
+        })
+        .collect();
+    for stream in &mut streams {
+        let first = stream
+            .next()
+            .await
+            .expect("an event")
+            .expect("the first chunk");
+        assert!(matches!(first, GenerateEvent::Chunk { .. }), "{first:?}");
+    }
     signal_pid(workers[1], "KILL");
-    let mut failed = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Err(_) => failed = true,
-            Ok(GenerateEvent::Complete { finish_reason, .. }) => {
-                failed |= finish_reason == FinishReason::Error;
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut failed = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Err(_) => failed = true,
+                Ok(GenerateEvent::Complete { finish_reason, .. }) => {
+                    failed |= finish_reason == FinishReason::Error;
+                }
+                Ok(_) => {}
             }
-            Ok(_) => {}
+        }
+        assert!(failed, "open request {i} ends with an error");
+    }
+    // Health turns NOT_SERVING (the server drains open streams, this watch included, so the
+    // watcher always sees it).
+    loop {
+        match watch.message().await {
+            Ok(Some(m)) if m.status() == ServingStatus::Serving => continue,
+            Ok(Some(m)) => {
+                assert_eq!(m.status(), ServingStatus::NotServing);
+                break;
+            }
+            other => panic!("the health watch ended before NOT_SERVING: {other:?}"),
         }
     }
-    assert!(failed, "the open request ends with an error");
+    drop(watch);
     let status = server.wait(Duration::from_secs(15));
     assert!(
         !status.success(),
