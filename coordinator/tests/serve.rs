@@ -264,6 +264,8 @@ async fn generate_with_server_prints_what_offline_generate_prints() {
                     "--temperature",
                     "0",
                     "--json",
+                    "--logprobs",
+                    "2",
                 ]
                 .map(String::from),
             );
@@ -285,6 +287,30 @@ async fn generate_with_server_prints_what_offline_generate_prints() {
         .unwrap();
     for field in ["prompt_ids", "token_ids", "text", "finish_reason"] {
         assert_eq!(remote[field], offline[field], "{field}");
+    }
+    // Logprobs: one entry per token, the same top ids, the same values (f32 printed).
+    let (r, o) = (&remote["logprobs"], &offline["logprobs"]);
+    let n = remote["token_ids"].as_array().unwrap().len();
+    assert_eq!(
+        (r.as_array().unwrap().len(), o.as_array().unwrap().len()),
+        (n, n)
+    );
+    for (a, b) in r.as_array().unwrap().iter().zip(o.as_array().unwrap()) {
+        assert_eq!(a["sampled"]["token_id"], b["sampled"]["token_id"]);
+        let ids = |v: &serde_json::Value| -> Vec<u64> {
+            v["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["token_id"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!((ids(a).len(), ids(a)), (2, ids(b)));
+        let (x, y) = (
+            a["sampled"]["logprob"].as_f64().unwrap(),
+            b["sampled"]["logprob"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
     }
     let _ = tx.send(());
 }
