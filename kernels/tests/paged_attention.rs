@@ -188,3 +188,59 @@ fn bad_tables_are_errors_on_every_backend() {
         }
     }
 }
+
+/// Decode attention at the 2B-4T shape, paged (blocks of 16, shuffled) against the contiguous
+/// history (one block), interleaved so both see the same machine load; prints the medians.
+/// Timing only: `cargo test --release -p bitnet-kernels --test paged_attention -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn paged_decode_costs_what_contiguous_decode_costs() {
+    let b = CpuBackend::new(1);
+    let mut rng = Rng::new(5);
+    for ctx_len in [128, 1024, 4096] {
+        let shape = AttentionShape {
+            n_heads: 20,
+            n_kv_heads: 5,
+            head_dim: 128,
+            n_queries: 1,
+            ctx_len,
+        };
+        let stride = 5 * 128;
+        let blocks = ctx_len.div_ceil(BLOCK);
+        let keys = rng.vec(blocks * BLOCK * stride, 1.0);
+        let values = rng.vec(blocks * BLOCK * stride, 1.0);
+        let table = rng.permutation(blocks);
+        let kv = PagedKv {
+            keys: &keys,
+            values: &values,
+            block_table: &table,
+            block_size: BLOCK,
+        };
+        let (k, v) = reference::gather_paged(&shape, &kv).unwrap();
+        let q = rng.vec(20 * 128, 1.0);
+        let mut out = vec![0.0f32; q.len()];
+        let reps = (200_000 / ctx_len).max(20);
+        let (mut paged, mut contiguous) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                b.paged_attention(&shape, &q, &kv, &mut out).unwrap();
+            }
+            paged.push(t.elapsed().as_secs_f64() / reps as f64);
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                b.attention(&shape, &q, &k, &v, &mut out).unwrap();
+            }
+            contiguous.push(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        paged.sort_by(f64::total_cmp);
+        contiguous.sort_by(f64::total_cmp);
+        println!(
+            "decode attention ctx {ctx_len}: paged {:.1} µs, contiguous {:.1} µs ({} path, 1 thread)",
+            paged[7] * 1e6,
+            contiguous[7] * 1e6,
+            b.path().name()
+        );
+    }
+}
