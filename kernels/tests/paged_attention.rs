@@ -101,9 +101,8 @@ fn paged_attention_matches_the_reference_on_every_path() {
                             failures.push(format!("{case}: error {e}"));
                             continue;
                         }
-                        if let Some(i) = (0..want.len()).find(|&i| {
-                            !((got[i] - want[i]).abs() <= 1e-5 * vmax) // NaN fails too
-                        }) {
+                        let close = |i: usize| (got[i] - want[i]).abs() <= 1e-5 * vmax;
+                        if let Some(i) = (0..want.len()).find(|&i| !close(i)) {
                             failures.push(format!("{case}: [{i}] got {} want {}", got[i], want[i]));
                         }
                         let mut contiguous = vec![f32::NAN; q.len()];
