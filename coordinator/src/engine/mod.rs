@@ -14,6 +14,8 @@
 pub mod executor;
 pub mod grpc_executor;
 pub mod output;
+#[cfg(test)]
+mod tests;
 
 use crate::cluster::wire;
 use crate::scheduler::{FinishReason, SchedRequest, Scheduler, SchedulerStats, SeqId};
