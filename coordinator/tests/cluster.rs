@@ -227,6 +227,42 @@ async fn tp2_chunked_prefill_and_preemption_match_the_reference() {
     greedy_with_workers(2, &["--max-batched-tokens", "4", "--num-kv-blocks", "4"]).await;
 }
 
+/// `n > 1` and logprobs across worker processes: the forks start on blocks the first sample
+/// computed on every rank (a prompt of three blocks), so greedy samples all equal `n = 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tp2_forks_share_prompt_blocks_and_return_logprobs() {
+    let mut server = Server::start(2);
+    let client = server.client().await;
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 250 + 3).collect();
+    let greedy = SamplingParams::greedy().max_tokens(12).ignore_eos(true);
+    let run = |sampling: SamplingParams| {
+        let params = GenerateParams::token_ids(prompt.clone()).with_sampling(sampling);
+        let client = client.clone();
+        async move { client.generate_text(params).await.unwrap() }
+    };
+    let one = run(greedy.clone()).await;
+    let many = run(greedy.n(3).logprobs(2)).await;
+    assert_eq!(many.choices.len(), 3);
+    for c in &many.choices {
+        assert_eq!(
+            c.output_ids, one.choices[0].output_ids,
+            "sample {}",
+            c.index
+        );
+        assert_eq!(c.logprobs.len(), 12);
+        assert!(c
+            .logprobs
+            .iter()
+            .all(|l| l.top.len() == 2 && l.top[0] == l.sampled));
+    }
+    assert_eq!(client.server_info().await.unwrap().kv_blocks_used, 0);
+    drop(client);
+    let workers = server.workers();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(15)).success());
+    assert_all_gone(&workers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_stops_the_cluster_with_an_error() {
     use tonic_health::pb::health_check_response::ServingStatus;

@@ -128,6 +128,9 @@ async fn bad_input_is_invalid_argument_and_the_server_keeps_serving() {
         GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().top_p(0.0)),
         GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().top_p(1.5)),
         GenerateParams::token_ids(vec![1; 300]),
+        GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().n(0)),
+        GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().n(1000)),
+        GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().logprobs(21)),
     ];
     for (i, params) in bad.into_iter().enumerate() {
         let err = client.generate_text(params).await.unwrap_err();
