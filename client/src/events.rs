@@ -187,4 +187,6 @@ pub struct ServerInfo {
     pub max_num_seqs: u32,
     /// False while draining or after a worker died.
     pub serving: bool,
+    /// Sequences preempted (recomputed later) because the KV pool was full, since start.
+    pub num_preemptions: u64,
 }

@@ -152,6 +152,7 @@ pub(crate) fn server_info(s: pb::ServerInfo) -> ServerInfo {
         version: s.version,
         max_num_seqs: s.max_num_seqs,
         serving: s.serving,
+        num_preemptions: s.num_preemptions,
     }
 }
 

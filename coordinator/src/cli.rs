@@ -142,6 +142,9 @@ pub struct GenerateArgs {
     /// Print one JSON object (prompt_ids, token_ids, text, finish_reason, speeds).
     #[arg(long)]
     pub json: bool,
+    /// With --json: each token's logprob and the N most likely tokens (`logprobs`).
+    #[arg(long)]
+    pub logprobs: Option<u32>,
     /// Write the logits of every prompt position to this safetensors file (tensor `logits`).
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
@@ -206,6 +209,7 @@ fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
             seed: args.seed,
         },
         chat: args.chat,
+        logprobs: args.logprobs,
         dump_logits: args.dump_logits,
         lm_head_int8: args.lm_head == "int8",
         threads: args

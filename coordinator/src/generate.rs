@@ -6,6 +6,7 @@ use crate::demo;
 use crate::error::CoordinatorError;
 use crate::tokenizer::TextTokenizer;
 use bitnet_checkpoints::{Family, ModelWeights};
+use bitnet_client::{TokenLogprob, TokenLogprobs};
 use bitnet_kernels::CpuBackend;
 use bitnet_worker::{GenerationRequest, Generator, Model, SamplingParams};
 use serde::Serialize;
@@ -28,6 +29,8 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Wrap a text prompt in the model's chat template as one user message.
     pub chat: bool,
+    /// Return each token's logprob and this many top alternatives.
+    pub logprobs: Option<u32>,
     /// Write the prompt logits (`prompt_len × vocab`, f32) to this safetensors file.
     pub dump_logits: Option<PathBuf>,
     /// Replace the LM head by an int8 copy with per-row scales (a numerics change).
@@ -44,6 +47,19 @@ pub struct GenerateOutput {
     pub finish_reason: String,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+    /// Per generated token, when asked (`--logprobs N`): the sampled token's logprob and the
+    /// top N (log-softmax of the raw logits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprobs>>,
+}
+
+/// The client SDK's form of a worker's logprobs (what `--json` prints, offline or served).
+pub fn client_logprobs(lp: &bitnet_worker::TokenLogprobs) -> TokenLogprobs {
+    let entry = |token_id, logprob| TokenLogprob { token_id, logprob };
+    TokenLogprobs {
+        sampled: entry(lp.token_id, lp.logprob),
+        top: lp.top.iter().map(|&(id, l)| entry(id, l)).collect(),
+    }
 }
 
 /// Loads the model (or the demo), runs one generation and writes the logits dump if asked.
@@ -77,6 +93,7 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, Coordinato
         sampling: opts.sampling,
         stop_ids,
         keep_prompt_logits: opts.dump_logits.is_some(),
+        logprobs: opts.logprobs.map(|n| n as usize),
     };
     let generation = Generator::new(&model).run(&request)?;
     if let (Some(path), Some(logits)) = (&opts.dump_logits, &generation.prompt_logits) {
@@ -93,6 +110,9 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, Coordinato
         token_ids: generation.token_ids,
         text,
         finish_reason: generation.finish_reason.as_str().to_string(),
+        logprobs: opts
+            .logprobs
+            .map(|_| generation.logprobs.iter().map(client_logprobs).collect()),
     })
 }
 

@@ -44,6 +44,9 @@ pub fn run_remote(
         if let Some(seed) = opts.sampling.seed {
             sampling = sampling.seed(seed);
         }
+        if let Some(n) = opts.logprobs {
+            sampling = sampling.logprobs(n);
+        }
         let (params, prompt_ids) = match &opts.prompt {
             Prompt::Ids(ids) => (GenerateParams::token_ids(ids.clone()), ids.clone()),
             Prompt::Text(text) => {
@@ -59,14 +62,17 @@ pub fn run_remote(
         let start = Instant::now();
         let mut first_token = None;
         let mut text = String::new();
+        let mut all_logprobs = Vec::new();
         let mut stream = client.generate(params.with_sampling(sampling));
         while let Some(event) = stream.next().await {
             match event.map_err(remote)? {
                 GenerateEvent::Chunk {
                     text: delta,
                     token_ids,
+                    logprobs,
                     ..
                 } => {
+                    all_logprobs.extend(logprobs);
                     if first_token.is_none() && !token_ids.is_empty() {
                         first_token = Some(start.elapsed().as_secs_f64());
                     }
@@ -98,6 +104,7 @@ pub fn run_remote(
                         token_ids: output_ids,
                         text,
                         finish_reason: finish_reason.as_str().to_string(),
+                        logprobs: opts.logprobs.map(|_| all_logprobs),
                     });
                 }
             }

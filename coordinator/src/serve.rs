@@ -4,6 +4,7 @@
 //! serves `bitnet.v1.Serving` with `grpc.health.v1` and server reflection until the shutdown
 //! signal.
 
+use crate::cluster::rank::DEFAULT_KV_BUDGET;
 use crate::demo;
 use crate::engine::{self, EngineHandle, Executor, InProcessExecutor};
 use crate::error::CoordinatorError;
@@ -15,7 +16,7 @@ use bitnet_checkpoints::ModelConfig;
 use bitnet_kernels::CpuBackend;
 use bitnet_proto::serving::serving_server::ServingServer;
 use bitnet_proto::serving::ModelInfo;
-use bitnet_worker::Model;
+use bitnet_worker::{KvPool, Model, BLOCK_SIZE};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -65,19 +66,51 @@ pub fn build(opts: &ServeOptions) -> Result<Served, CoordinatorError> {
             )
         }
     };
+    build_from_weights(opts, weights, tokenizer, name)
+}
+
+/// Starts the engine over an in-process executor (one rank) for weights already in memory
+/// (`build` after loading; benchmarks serve random preset weights this way).
+pub fn build_from_weights(
+    opts: &ServeOptions,
+    weights: bitnet_checkpoints::ModelWeights,
+    tokenizer: Option<TextTokenizer>,
+    name: String,
+) -> Result<Served, CoordinatorError> {
     let config = weights.config.clone();
     let max_model_len = served_len(opts, &config);
     let backend = CpuBackend::from_env(opts.threads)
         .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
     let vocab = weights.embedding.rows();
+    let c = &weights.config;
+    let per_block = KvPool::bytes_per_block(c.num_layers, c.num_kv_heads * c.head_dim, BLOCK_SIZE);
+    let budget_blocks = (DEFAULT_KV_BUDGET as usize / per_block.max(1)).max(1);
+    let num_blocks = wanted_kv_blocks(opts, max_model_len).min(budget_blocks);
     let model = Model::new(weights, backend);
-    let executor = InProcessExecutor::new(model, max_model_len);
+    let executor = InProcessExecutor::new(model, max_model_len, num_blocks)
+        .map_err(|e| CoordinatorError::InvalidRequest(format!("KV pool: {e}")))?;
     let frontend = Frontend {
         config,
         tokenizer,
         name,
     };
-    assemble(opts, frontend, vocab, Box::new(executor), None, 1)
+    assemble(
+        opts,
+        frontend,
+        vocab,
+        Box::new(executor),
+        Some(num_blocks),
+        1,
+    )
+}
+
+/// KV blocks the scheduler will use at most: `--num-kv-blocks`, or enough for every sequence
+/// at full length; the workers allocate no more than this (and less when their memory budget
+/// says so).
+pub fn wanted_kv_blocks(opts: &ServeOptions, max_model_len: usize) -> usize {
+    opts.num_kv_blocks
+        .unwrap_or(opts.max_num_seqs * max_model_len.div_ceil(BLOCK_SIZE))
+        .max(1)
 }
 
 /// What the coordinator needs of a model besides its weights.
@@ -133,10 +166,8 @@ pub fn assemble(
         name,
     } = frontend;
     let max_model_len = served_len(opts, &config);
-    let block_size = 16;
-    let mut num_blocks = opts
-        .num_kv_blocks
-        .unwrap_or(opts.max_num_seqs * max_model_len.div_ceil(block_size));
+    let block_size = BLOCK_SIZE;
+    let mut num_blocks = wanted_kv_blocks(opts, max_model_len);
     if let Some(cap) = worker_blocks {
         num_blocks = num_blocks.min(cap);
     }

@@ -1,6 +1,7 @@
 //! The public gRPC server (`bitnet.v1.Serving`, plus `grpc.health.v1` and reflection): turns
 //! wire requests into validated ones, takes an admission permit (`RESOURCE_EXHAUSTED` when
-//! full, never an unbounded queue), hands them to the engine and streams its events back.
+//! full, never an unbounded queue), hands them to the engine with the client's deadline
+//! (`grpc-timeout`) and streams its events back (all `n` samples on one stream, by index).
 //! Errors become `tonic::Status` here and nowhere else.
 
 use crate::chat::ChatTemplate;
@@ -13,12 +14,13 @@ use bitnet_proto::serving::{
     generate_response, AbortRequest, AbortResponse, DetokenizeRequest, DetokenizeResponse,
     FinishReason, GenerateChunk, GenerateComplete, GenerateError, GenerateRequest,
     GenerateResponse, GetModelInfoRequest, GetServerInfoRequest, ModelInfo, ServerInfo,
-    TokenizeRequest, TokenizeResponse, Usage,
+    TokenLogprob, TokenizeRequest, TokenizeResponse, TopLogprobs, Usage,
 };
+use bitnet_worker::TokenLogprobs;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_stream::{wrappers::UnboundedReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -52,20 +54,41 @@ fn usage(u: TokenUsage) -> Option<Usage> {
     })
 }
 
-/// One engine event as a wire response.
-fn response(request_id: &str, event: StreamEvent) -> GenerateResponse {
+/// The wire logprobs of one position: the sampled token first, then the top-n.
+fn top_logprobs(lp: TokenLogprobs) -> TopLogprobs {
+    let entry = |token_id, logprob| TokenLogprob { token_id, logprob };
+    TopLogprobs {
+        entries: std::iter::once(entry(lp.token_id, lp.logprob))
+            .chain(lp.top.into_iter().map(|(id, l)| entry(id, l)))
+            .collect(),
+    }
+}
+
+/// One engine event as a wire response, or the status that ends the stream (a passed
+/// deadline is `DEADLINE_EXCEEDED`).
+fn response(request_id: &str, event: StreamEvent) -> Result<GenerateResponse, Status> {
     let body = match event {
         StreamEvent::Tokens {
+            index,
             token_ids,
             text,
+            logprobs,
             usage: u,
         } => generate_response::Response::Chunk(GenerateChunk {
-            index: 0,
+            index,
             token_ids,
             text,
-            logprobs: Vec::new(),
+            logprobs: logprobs.into_iter().map(top_logprobs).collect(),
             usage: usage(u),
         }),
+        StreamEvent::Finished {
+            reason: Finish::Deadline,
+            ..
+        } => {
+            return Err(Status::deadline_exceeded(format!(
+                "request {request_id}: the deadline passed; aborted"
+            )))
+        }
         StreamEvent::Finished {
             reason: Finish::Error,
             message,
@@ -76,13 +99,14 @@ fn response(request_id: &str, event: StreamEvent) -> GenerateResponse {
             details: String::new(),
         }),
         StreamEvent::Finished {
+            index,
             reason,
             output_ids,
             matched_stop,
             usage: u,
             ..
         } => generate_response::Response::Complete(GenerateComplete {
-            index: 0,
+            index,
             output_ids,
             finish_reason: match reason {
                 Finish::Stop => FinishReason::Stop,
@@ -93,10 +117,35 @@ fn response(request_id: &str, event: StreamEvent) -> GenerateResponse {
             usage: usage(u),
         }),
     };
-    GenerateResponse {
+    Ok(GenerateResponse {
         request_id: request_id.to_string(),
         response: Some(body),
+    })
+}
+
+/// The deadline a client set with the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`, gRPC
+/// over HTTP/2), if any; a malformed header is `INVALID_ARGUMENT`.
+pub fn grpc_deadline(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Instant>, Status> {
+    let Some(value) = metadata.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let bad = || Status::invalid_argument(format!("grpc-timeout: malformed value {value:?}"));
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.len() < 2 || text.len() > 9 {
+        return Err(bad());
     }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let amount: u64 = digits.parse().map_err(|_| bad())?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return Err(bad()),
+    };
+    Ok(Some(Instant::now() + timeout))
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<GenerateResponse, Status>> + Send>>;
@@ -109,6 +158,7 @@ impl Serving for ServingService {
         &self,
         request: Request<GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
+        let deadline = grpc_deadline(request.metadata())?;
         let req = request.into_inner();
         let valid = validate(
             &req,
@@ -118,12 +168,6 @@ impl Serving for ServingService {
             || format!("req-{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if valid.n != 1 {
-            return Err(Status::invalid_argument("n: only n = 1 is served so far"));
-        }
-        if valid.sampling.logprobs > 0 {
-            return Err(Status::invalid_argument("logprobs: not served yet"));
-        }
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "the server is full ({} requests admitted); retry later",
@@ -132,12 +176,12 @@ impl Serving for ServingService {
         })?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let request_id = valid.request_id.clone();
-        if !self.engine.add(valid, tx) {
+        if !self.engine.add(valid, tx, deadline) {
             return Err(Status::unavailable("the engine has stopped"));
         }
         let stream = UnboundedReceiverStream::new(rx).map(move |event| {
             let _held = &permit; // released when the stream ends or the client drops it
-            Ok(response(&request_id, event))
+            response(&request_id, event)
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -178,6 +222,7 @@ impl Serving for ServingService {
             kv_blocks_used: s.kv_blocks_used as u64,
             max_num_seqs: self.max_admitted,
             serving: true,
+            num_preemptions: s.num_preemptions_total,
         }))
     }
 

@@ -67,8 +67,9 @@ pub struct ValidSampling {
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
     pub seed: Option<u64>,
-    /// Top-n logprobs per generated token (0: none).
-    pub logprobs: u32,
+    /// Top-n logprobs per generated token (`None`: no logprobs; `Some(0)`: only the sampled
+    /// token's).
+    pub logprobs: Option<u32>,
 }
 
 /// A request that passed validation: the only kind the engine accepts.
@@ -180,15 +181,12 @@ pub fn validate(
             false,
         )?,
         seed: s.seed,
-        logprobs: s.logprobs.unwrap_or(0),
+        logprobs: s.logprobs,
     };
-    if sampling.logprobs > limits.max_logprobs {
+    if let Some(n) = sampling.logprobs.filter(|&n| n > limits.max_logprobs) {
         return Err(invalid(
             "logprobs",
-            format!(
-                "at most {} per token, got {}",
-                limits.max_logprobs, sampling.logprobs
-            ),
+            format!("at most {} per token, got {n}", limits.max_logprobs),
         ));
     }
     let max_tokens = match s.max_tokens {

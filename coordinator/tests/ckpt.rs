@@ -56,6 +56,7 @@ fn request() -> GenerationRequest {
         sampling: SamplingParams::default(),
         stop_ids: vec![],
         keep_prompt_logits: true,
+        logprobs: None,
     }
 }
 

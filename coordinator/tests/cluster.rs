@@ -1,8 +1,9 @@
 //! `bitnet-cluster up --tp N` end to end with real processes: the binary spawns N
 //! `bitnet-cluster worker` processes joined by the TCP ring; a client gets the transformers
 //! greedy tokens of the `bitnet-packed` fixture for TP = 1 and TP = 2; SIGTERM stops the
-//! coordinator with exit 0 and no worker survives; a killed worker makes the coordinator exit
-//! non-zero and take the other workers down. Linux only (process checks read `/proc`).
+//! coordinator with exit 0 and no worker survives; a killed worker fails every open stream,
+//! turns health NOT_SERVING, makes the coordinator exit non-zero and take the other workers
+//! down. Linux only (process checks read `/proc`).
 #![cfg(target_os = "linux")]
 
 use bitnet_client::{
@@ -226,34 +227,113 @@ async fn tp2_chunked_prefill_and_preemption_match_the_reference() {
     greedy_with_workers(2, &["--max-batched-tokens", "4", "--num-kv-blocks", "4"]).await;
 }
 
+/// `n > 1` and logprobs across worker processes: the forks start on blocks the first sample
+/// computed on every rank (a prompt of three blocks), so greedy samples all equal `n = 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tp2_forks_share_prompt_blocks_and_return_logprobs() {
+    let mut server = Server::start(2);
+    let client = server.client().await;
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 250 + 3).collect();
+    let greedy = SamplingParams::greedy().max_tokens(12).ignore_eos(true);
+    let run = |sampling: SamplingParams| {
+        let params = GenerateParams::token_ids(prompt.clone()).with_sampling(sampling);
+        let client = client.clone();
+        async move { client.generate_text(params).await.unwrap() }
+    };
+    let one = run(greedy.clone()).await;
+    let many = run(greedy.n(3).logprobs(2)).await;
+    assert_eq!(many.choices.len(), 3);
+    for c in &many.choices {
+        assert_eq!(
+            c.output_ids, one.choices[0].output_ids,
+            "sample {}",
+            c.index
+        );
+        assert_eq!(c.logprobs.len(), 12);
+        assert!(c
+            .logprobs
+            .iter()
+            .all(|l| l.top.len() == 2 && l.top[0] == l.sampled));
+    }
+    assert_eq!(client.server_info().await.unwrap().kv_blocks_used, 0);
+    drop(client);
+    let workers = server.workers();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(15)).success());
+    assert_all_gone(&workers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_stops_the_cluster_with_an_error() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let mut server = Server::start(2);
     let client = server.client().await;
     let workers = server.workers();
     assert_eq!(workers.len(), 2);
-    // A long request in flight when the worker dies fails with an error (not a hang).
+    // Health is watched from before the failure.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "bitnet.v1.Serving".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |m: Option<tonic_health::pb::HealthCheckResponse>| m.map(|m| m.status());
+    assert_eq!(
+        status(watch.message().await.unwrap()),
+        Some(ServingStatus::Serving)
+    );
+    // Two long requests in flight when the worker dies: each fails with an error (no hang).
     let prompt = expected_ids("bitnet-packed", "prompt_ids");
     let sampling = SamplingParams::greedy().max_tokens(240).ignore_eos(true);
-    let mut stream = client.generate(GenerateParams::token_ids(prompt).with_sampling(sampling));
-    let first = stream
-        .next()
-        .await
-        .expect("an event")
-        .expect("the first chunk");
-    assert!(matches!(first, GenerateEvent::Chunk { .. }), "{first:?}");
+    let mut streams: Vec<_> = (0..2)
+        .map(|_| {
+            client
+                .generate(GenerateParams::token_ids(prompt.clone()).with_sampling(sampling.clone()))
+        })
+        .collect();
+    for stream in &mut streams {
+        let first = stream
+            .next()
+            .await
+            .expect("an event")
+            .expect("the first chunk");
+        assert!(matches!(first, GenerateEvent::Chunk { .. }), "{first:?}");
+    }
     signal_pid(workers[1], "KILL");
-    let mut failed = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Err(_) => failed = true,
-            Ok(GenerateEvent::Complete { finish_reason, .. }) => {
-                failed |= finish_reason == FinishReason::Error;
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut failed = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Err(_) => failed = true,
+                Ok(GenerateEvent::Complete { finish_reason, .. }) => {
+                    failed |= finish_reason == FinishReason::Error;
+                }
+                Ok(_) => {}
             }
-            Ok(_) => {}
+        }
+        assert!(failed, "open request {i} ends with an error");
+    }
+    // Health turns NOT_SERVING (the server drains open streams, this watch included, so the
+    // watcher always sees it).
+    loop {
+        match watch.message().await {
+            Ok(Some(m)) if m.status() == ServingStatus::Serving => continue,
+            Ok(Some(m)) => {
+                assert_eq!(m.status(), ServingStatus::NotServing);
+                break;
+            }
+            other => panic!("the health watch ended before NOT_SERVING: {other:?}"),
         }
     }
-    assert!(failed, "the open request ends with an error");
+    drop(watch);
     let status = server.wait(Duration::from_secs(15));
     assert!(
         !status.success(),
@@ -269,8 +349,8 @@ async fn a_dead_worker_stops_the_cluster_with_an_error() {
 async fn a_worker_serves_its_api_and_exits_on_shutdown() {
     use bitnet_proto::worker::worker_client::WorkerClient;
     use bitnet_proto::worker::{
-        HealthRequest, InfoRequest, LoadModelRequest, NewRequest, RunningRequest, ShutdownRequest,
-        StepRequest,
+        HealthRequest, InfoRequest, LoadModelRequest, NewRequest, ProfileRequest, RunningRequest,
+        ShutdownRequest, StepRequest,
     };
     use std::io::BufRead;
 
@@ -328,6 +408,18 @@ async fn a_worker_serves_its_api_and_exits_on_shutdown() {
             .ready
     );
 
+    // Profile allocates the paged KV pool, capped by `max_blocks`.
+    let profiled = client
+        .profile(ProfileRequest {
+            block_size: 16,
+            memory_budget_bytes: 0,
+            max_blocks: 4,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(profiled.num_blocks, 4);
+
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut responses = client
         .step(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -355,6 +447,7 @@ async fn a_worker_serves_its_api_and_exits_on_shutdown() {
             seq_id: 1,
             prompt_ids: vec![1, 2, 3],
             num_scheduled: 3,
+            block_ids: vec![3],
             ..Default::default()
         }],
         ..Default::default()

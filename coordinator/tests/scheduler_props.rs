@@ -3,9 +3,12 @@
 //! pools, driven by the deterministic [`FakeWorker`] whose attention reads history back through
 //! the block tables.
 //!
+//! Some requests are forks (further samples of an earlier request's prompt, `n > 1`).
+//!
 //! After every step: the token budget and `max_num_seqs` hold, no KV block is held by two
-//! sequences, the block manager's books balance, and the worker read back uncorrupted KV.
-//! At the end: first admissions followed arrival order (FCFS), every request ended exactly
+//! sequences except a full prompt block shared by samples of one prompt, the block manager's
+//! books balance, and the worker read back uncorrupted KV. At the end: first admissions
+//! followed arrival order (FCFS, forks aside), every request ended exactly
 //! once, every block is free, the workers hold no state, and every request that was not aborted
 //! produced exactly the tokens it gets alone (an independent oracle), preempted or not.
 
@@ -29,6 +32,8 @@ struct Totals {
     aborts: u64,
     aborts_in_flight: u64,
     chunked_steps: u64,
+    /// Forks admitted on their parent's prompt blocks.
+    shared_starts: u64,
     finished_by: BTreeMap<&'static str, u64>,
 }
 
@@ -85,7 +90,7 @@ fn random_config(rng: &mut ChaCha8Rng) -> SchedulerConfig {
 
 fn random_requests(rng: &mut ChaCha8Rng, context_limit: usize) -> Vec<Planned> {
     let n = rng.random_range(1..14);
-    (0..n)
+    let mut planned: Vec<Planned> = (0..n)
         .map(|i| {
             let max_prompt = (context_limit - 1).min(150);
             let len = rng.random_range(1..=max_prompt);
@@ -115,7 +120,21 @@ fn random_requests(rng: &mut ChaCha8Rng, context_limit: usize) -> Vec<Planned> {
                 abort_step,
             }
         })
-        .collect()
+        .collect();
+    // Some requests are further samples (n > 1) of an earlier one: same prompt, forked from it
+    // (sharing its prompt blocks while it runs, on their own otherwise).
+    for i in 1..planned.len() {
+        if rng.random_bool(0.25) {
+            let parent = rng.random_range(0..i);
+            let (id, prompt) = (
+                planned[parent].req.id,
+                planned[parent].req.prompt_ids.clone(),
+            );
+            planned[i].req.prompt_ids = prompt;
+            planned[i].req.fork_of = Some(id);
+        }
+    }
+    planned
 }
 
 fn scenario(seed: u64, totals: &mut Totals) {
@@ -126,6 +145,10 @@ fn scenario(seed: u64, totals: &mut Totals) {
     let plan = random_requests(&mut rng, limit);
     let mut worker = FakeWorker::new(cfg.block_size, cfg.num_blocks, VOCAB);
     let ctx = |what: &str| format!("seed {seed}, {cfg:?}: {what}");
+    let prompts: HashMap<SeqId, Vec<u32>> = plan
+        .iter()
+        .map(|p| (p.req.id, p.req.prompt_ids.clone()))
+        .collect();
 
     let mut outputs: HashMap<SeqId, Vec<u32>> = HashMap::new();
     let mut ended: HashMap<SeqId, FinishReason> = HashMap::new();
@@ -170,13 +193,27 @@ fn scenario(seed: u64, totals: &mut Totals) {
         let bm = s.block_manager();
         bm.check_invariants()
             .unwrap_or_else(|e| panic!("{}", ctx(&e)));
-        let mut owner = HashMap::new();
+        // A block is held by one sequence, or shared among samples of one prompt as one of
+        // its full prompt blocks (forks).
+        let mut owner: HashMap<u32, (SeqId, usize)> = HashMap::new();
         let mut held = 0;
         for &id in s.running_ids() {
-            for &b in bm.block_table(id) {
-                held += 1;
-                if let Some(other) = owner.insert(b, id) {
-                    panic!("{}", ctx(&format!("block {b} held by {other} and {id}")));
+            for (i, &b) in bm.block_table(id).iter().enumerate() {
+                match owner.get(&b) {
+                    None => {
+                        held += 1;
+                        owner.insert(b, (id, i));
+                    }
+                    Some(&(other, j)) => {
+                        let prompt = |seq: SeqId| &prompts[&seq];
+                        let full = (prompt(id).len() - 1) / cfg.block_size;
+                        let fork_block = prompt(id) == prompt(other) && i == j && i < full;
+                        assert!(
+                            fork_block,
+                            "{}",
+                            ctx(&format!("block {b} held by {other} and {id}"))
+                        );
+                    }
                 }
             }
         }
@@ -190,10 +227,15 @@ fn scenario(seed: u64, totals: &mut Totals) {
         if out
             .new_requests
             .iter()
-            .any(|n| (n.num_scheduled as usize) < n.prompt_ids.len())
+            .any(|n| (n.num_computed + n.num_scheduled) < n.prompt_ids.len() as u32)
         {
             totals.chunked_steps += 1;
         }
+        totals.shared_starts += out
+            .new_requests
+            .iter()
+            .filter(|n| n.num_computed > 0)
+            .count() as u64;
         if s.has_unfinished() {
             assert!(!out.is_empty(), "{}", ctx("stalled with requests left"));
         }
@@ -239,9 +281,16 @@ fn scenario(seed: u64, totals: &mut Totals) {
     assert_eq!((st.running, st.waiting, st.kv_blocks_used), (0, 0, 0));
     assert_eq!(st.requests_finished, plan.len() as u64);
 
-    // FCFS: first admissions happen in arrival order (no overtaking).
+    // FCFS: first admissions happen in arrival order (no overtaking); forks wait for their
+    // parent's prompt outside the queue, so they are left out.
     let admitted: HashSet<SeqId> = admit_order.iter().copied().collect();
-    add_order.retain(|id| admitted.contains(id));
+    let forks: HashSet<SeqId> = plan
+        .iter()
+        .filter(|p| p.req.fork_of.is_some())
+        .map(|p| p.req.id)
+        .collect();
+    admit_order.retain(|id| !forks.contains(id));
+    add_order.retain(|id| admitted.contains(id) && !forks.contains(id));
     assert_eq!(admit_order, add_order, "{}", ctx("admission order"));
 
     let ids: HashSet<SeqId> = plan.iter().map(|p| p.req.id).collect();
@@ -272,13 +321,15 @@ fn random_event_sequences_keep_the_invariants() {
     }
     println!(
         "scheduler properties: {SCENARIOS} scenarios, {} steps, {} requests, {} preemptions, \
-         {} aborts ({} mid-step), {} steps with a chunked prefill, endings {:?}",
+         {} aborts ({} mid-step), {} steps with a chunked prefill, {} forks on shared blocks, \
+         endings {:?}",
         totals.steps,
         totals.requests,
         totals.preemptions,
         totals.aborts,
         totals.aborts_in_flight,
         totals.chunked_steps,
+        totals.shared_starts,
         totals.finished_by
     );
     // No vacuous pass: the scenarios must have exercised the hard paths.
@@ -289,6 +340,7 @@ fn random_event_sequences_keep_the_invariants() {
     );
     assert!(totals.aborts_in_flight >= 5);
     assert!(totals.chunked_steps >= 50);
+    assert!(totals.shared_starts >= 50, "{}", totals.shared_starts);
     for reason in ["stop", "length", "abort"] {
         assert!(
             totals.finished_by.get(reason).copied().unwrap_or(0) >= 10,

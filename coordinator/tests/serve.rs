@@ -1,11 +1,14 @@
 //! The gRPC server end to end, through the client SDK over a real localhost socket: greedy
 //! output equal to the transformers reference and to the offline path, batch invariance (a
-//! request alone and among others), bad input answered with INVALID_ARGUMENT while the server
-//! keeps serving, abort, and server/model info.
+//! request alone and among 31 others), bad input answered with INVALID_ARGUMENT while the
+//! server keeps serving, abort and a dropped stream freeing the blocks, and server/model info.
 
-use bitnet_client::{Client, ClientOptions, FinishReason, GenerateParams, SamplingParams};
+use bitnet_client::{
+    Client, ClientOptions, FinishReason, GenerateEvent, GenerateParams, SamplingParams,
+};
 use bitnet_coordinator::serve::{build, serve_on, ServeOptions};
 use std::path::{Path, PathBuf};
+use tokio_stream::StreamExt;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +30,7 @@ fn expected_ids(name: &str, tensor: &str) -> Vec<u32> {
 fn options(model: Option<PathBuf>) -> ServeOptions {
     ServeOptions {
         model_dir: model,
-        max_num_seqs: 16,
+        max_num_seqs: 32,
         max_batched_tokens: 256,
         max_model_len: 256,
         num_kv_blocks: None,
@@ -75,9 +78,9 @@ async fn greedy_tokens_match_the_reference_alone_and_in_a_batch() {
     assert_eq!(choice.usage.prompt_tokens as usize, prompt.len());
     assert_eq!(choice.usage.completion_tokens, 24);
 
-    // The same request among 11 others, all at once.
+    // The same request among 31 others, all at once (batch invariance).
     let mut handles = Vec::new();
-    for i in 0..12u32 {
+    for i in 0..32u32 {
         let client = client.clone();
         let ids = if i % 3 == 0 {
             prompt.clone()
@@ -104,7 +107,7 @@ async fn greedy_tokens_match_the_reference_alone_and_in_a_batch() {
     }
     let info = client.server_info().await.unwrap();
     assert_eq!((info.running, info.waiting), (0, 0));
-    assert!(info.requests_finished >= 13);
+    assert!(info.requests_finished >= 33);
     let model = client.model_info().await.unwrap();
     assert_eq!(model.family, "bitnet");
     let _ = stop.send(());
@@ -125,6 +128,9 @@ async fn bad_input_is_invalid_argument_and_the_server_keeps_serving() {
         GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().top_p(0.0)),
         GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().top_p(1.5)),
         GenerateParams::token_ids(vec![1; 300]),
+        GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().n(0)),
+        GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().n(1000)),
+        GenerateParams::token_ids(vec![1]).with_sampling(SamplingParams::new().logprobs(21)),
     ];
     for (i, params) in bad.into_iter().enumerate() {
         let err = client.generate_text(params).await.unwrap_err();
@@ -161,6 +167,38 @@ async fn abort_ends_a_running_request() {
     assert!(out.choices[0].output_ids.len() < 240);
     let info = client.server_info().await.unwrap();
     assert_eq!(info.kv_blocks_used, 0, "abort frees the request's blocks");
+
+    // A client that drops its stream cancels the request (its blocks are freed) while a
+    // request of the same length started with it keeps running.
+    let other = {
+        let client = client.clone();
+        let params = GenerateParams::text("Tell me a story").with_sampling(greedy(240));
+        tokio::spawn(async move { client.generate_text(params).await })
+    };
+    let mut stream =
+        client.generate(GenerateParams::text("Tell me a story").with_sampling(greedy(240)));
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(matches!(first, GenerateEvent::Chunk { .. }));
+    let finished = client.server_info().await.unwrap().requests_finished;
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let info = client.server_info().await.unwrap();
+        if info.requests_finished > finished {
+            assert_eq!(info.running, 1, "cancelled long before the other: {info:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not cancelled: {info:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        other.await.unwrap().unwrap().choices[0].output_ids.len(),
+        240
+    );
+    assert_eq!(client.server_info().await.unwrap().kv_blocks_used, 0);
     let _ = stop.send(());
 }
 
@@ -229,6 +267,8 @@ async fn generate_with_server_prints_what_offline_generate_prints() {
                     "--temperature",
                     "0",
                     "--json",
+                    "--logprobs",
+                    "2",
                 ]
                 .map(String::from),
             );
@@ -250,6 +290,30 @@ async fn generate_with_server_prints_what_offline_generate_prints() {
         .unwrap();
     for field in ["prompt_ids", "token_ids", "text", "finish_reason"] {
         assert_eq!(remote[field], offline[field], "{field}");
+    }
+    // Logprobs: one entry per token, the same top ids, the same values (f32 printed).
+    let (r, o) = (&remote["logprobs"], &offline["logprobs"]);
+    let n = remote["token_ids"].as_array().unwrap().len();
+    assert_eq!(
+        (r.as_array().unwrap().len(), o.as_array().unwrap().len()),
+        (n, n)
+    );
+    for (a, b) in r.as_array().unwrap().iter().zip(o.as_array().unwrap()) {
+        assert_eq!(a["sampled"]["token_id"], b["sampled"]["token_id"]);
+        let ids = |v: &serde_json::Value| -> Vec<u64> {
+            v["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["token_id"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!((ids(a).len(), ids(a)), (2, ids(b)));
+        let (x, y) = (
+            a["sampled"]["logprob"].as_f64().unwrap(),
+            b["sampled"]["logprob"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
     }
     let _ = tx.send(());
 }

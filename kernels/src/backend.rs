@@ -20,6 +20,20 @@ pub struct AttentionShape {
     pub ctx_len: usize,
 }
 
+/// One layer of a paged key/value store and the block table of one sequence.
+///
+/// `keys` and `values` hold `num_blocks × block_size` token rows of `n_kv_heads · head_dim`
+/// floats each (block after block, the rows of a block contiguous); token `j` of the sequence
+/// lives in row `block_table[j / block_size] · block_size + j % block_size`. `block_size` is a
+/// power of two (the worker uses 16).
+#[derive(Clone, Copy, Debug)]
+pub struct PagedKv<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub block_table: &'a [u32],
+    pub block_size: usize,
+}
+
 /// The ops of a BitNet b1.58 forward pass. All buffers are row-major with one row per token.
 pub trait Backend: Send + Sync {
     /// Short name for logs and parity reports ("cpu", "reference", ...).
@@ -119,6 +133,22 @@ pub trait Backend: Send + Sync {
         v: &[f32],
         out: &mut [f32],
     ) -> Result<(), KernelError>;
+
+    /// [`Backend::attention`] over a paged history: the `ctx_len` keys and values of the sequence
+    /// are read through `kv.block_table` (see [`PagedKv`]); `q`/`out` as for `attention`.
+    ///
+    /// The default gathers the history into contiguous rows and calls `attention` (what the
+    /// reference does); the CPU backend reads the blocks in place.
+    fn paged_attention(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &PagedKv<'_>,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let (k, v) = crate::reference::gather_paged(shape, kv)?;
+        self.attention(shape, q, &k, &v, out)
+    }
 
     /// `out = silu(gate) · up`.
     fn silu_mul(&self, gate: &[f32], up: &[f32], out: &mut [f32]) -> Result<(), KernelError>;

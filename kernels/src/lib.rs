@@ -18,7 +18,7 @@ pub mod packing;
 pub mod reference;
 pub mod sign;
 
-pub use backend::{AttentionShape, Backend};
+pub use backend::{AttentionShape, Backend, PagedKv};
 pub use cpu::CpuBackend;
 pub use dense::{DenseData, DenseMatrix};
 pub use error::KernelError;

@@ -4,7 +4,7 @@
 //! checked by small hand-computed cases below. [`ReferenceBackend`] exposes them through the
 //! trait so a whole forward pass can run on the oracle.
 
-use crate::backend::{AttentionShape, Backend};
+use crate::backend::{AttentionShape, Backend, PagedKv};
 use crate::error::{check_len, KernelError};
 use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
 
@@ -295,6 +295,62 @@ pub fn check_attention_shape(
     check_len("attention", "out", q.len(), out.len())?;
     check_len("attention", "k", ctx_len * n_kv_heads * hd, k.len())?;
     check_len("attention", "v", k.len(), v.len())
+}
+
+/// Checks a paged history against `shape` (shared by every backend): a power-of-two block
+/// size, pools of whole blocks of equal size, a table covering `ctx_len` tokens, and every
+/// block it uses inside the pool. Returns the number of blocks in the pool.
+pub fn check_paged_kv(shape: &AttentionShape, kv: &PagedKv<'_>) -> Result<usize, KernelError> {
+    let bad = |reason: String| KernelError::Shape {
+        op: "paged_attention",
+        reason,
+    };
+    let bs = kv.block_size;
+    if bs == 0 || !bs.is_power_of_two() {
+        return Err(bad(format!("block size {bs} is not a power of two")));
+    }
+    let block_len = bs * shape.n_kv_heads * shape.head_dim;
+    if block_len == 0 || !kv.keys.len().is_multiple_of(block_len) {
+        return Err(bad(format!(
+            "a pool of {} floats is not whole blocks of {block_len}",
+            kv.keys.len()
+        )));
+    }
+    check_len("paged_attention", "values", kv.keys.len(), kv.values.len())?;
+    let num_blocks = kv.keys.len() / block_len;
+    let used = shape.ctx_len.div_ceil(bs);
+    if kv.block_table.len() < used {
+        return Err(bad(format!(
+            "a table of {} blocks cannot hold {} tokens",
+            kv.block_table.len(),
+            shape.ctx_len
+        )));
+    }
+    if let Some(&b) = kv.block_table[..used]
+        .iter()
+        .find(|&&b| b as usize >= num_blocks)
+    {
+        return Err(bad(format!("block {b} is outside a pool of {num_blocks}")));
+    }
+    Ok(num_blocks)
+}
+
+/// The `ctx_len` key and value rows of a paged history, gathered in sequence order
+/// (`ctx_len × n_kv_heads·head_dim` each).
+pub fn gather_paged(
+    shape: &AttentionShape,
+    kv: &PagedKv<'_>,
+) -> Result<(Vec<f32>, Vec<f32>), KernelError> {
+    check_paged_kv(shape, kv)?;
+    let stride = shape.n_kv_heads * shape.head_dim;
+    let mut k = Vec::with_capacity(shape.ctx_len * stride);
+    let mut v = Vec::with_capacity(shape.ctx_len * stride);
+    for j in 0..shape.ctx_len {
+        let row = kv.block_table[j / kv.block_size] as usize * kv.block_size + j % kv.block_size;
+        k.extend_from_slice(&kv.keys[row * stride..][..stride]);
+        v.extend_from_slice(&kv.values[row * stride..][..stride]);
+    }
+    Ok((k, v))
 }
 
 /// See [`Backend::attention`].

@@ -113,6 +113,7 @@ fn check(fixture: &Fixture) -> Result<usize, String> {
             sampling: SamplingParams::default(),
             stop_ids: vec![],
             keep_prompt_logits: false,
+            logprobs: None,
         })
         .map_err(|e| format!("{name}: generation failed: {e}"))?;
     if generation.token_ids != greedy {

@@ -33,6 +33,7 @@ fn request(prompt: &[u32]) -> GenerationRequest {
         sampling: SamplingParams::default(),
         stop_ids: vec![],
         keep_prompt_logits: true,
+        logprobs: None,
     }
 }
 

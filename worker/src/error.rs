@@ -16,6 +16,10 @@ pub enum WorkerError {
     EmptyPrompt,
     #[error("context of {needed} tokens exceeds the KV cache capacity of {capacity} tokens")]
     ContextFull { needed: usize, capacity: usize },
+    #[error("step {step}: sequence {seq}: {what}")]
+    Protocol { step: u64, seq: u64, what: String },
+    #[error("KV pool: {0}")]
+    KvLayout(String),
     #[error("invalid sampling parameter {name}: {message}")]
     Sampling { name: &'static str, message: String },
     #[error("collective error: {0}")]

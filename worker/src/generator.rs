@@ -5,6 +5,7 @@
 
 use crate::error::WorkerError;
 use crate::kv_cache::KvCache;
+use crate::logprobs::{token_logprobs, TokenLogprobs};
 use crate::model::{ForwardOptions, ForwardOutput, Model};
 use crate::sampler::{Sampler, SamplingParams};
 use bitnet_kernels::Backend;
@@ -80,6 +81,8 @@ pub struct GenerationRequest {
     pub stop_ids: Vec<u32>,
     /// Also return the logits of every prompt position (`prompt_len × vocab`).
     pub keep_prompt_logits: bool,
+    /// Return each generated token's logprob and this many top alternatives (`None`: none).
+    pub logprobs: Option<usize>,
 }
 
 /// The result of a generation job.
@@ -88,6 +91,8 @@ pub struct Generation {
     pub token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub prompt_logits: Option<Vec<f32>>,
+    /// One entry per generated token when the request asked for logprobs.
+    pub logprobs: Vec<TokenLogprobs>,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
 }
@@ -146,10 +151,14 @@ impl<'m, M: Decoder> Generator<'m, M> {
         let prompt_logits = req.keep_prompt_logits.then_some(out.logits.clone());
 
         let mut tokens = Vec::with_capacity(req.max_new_tokens);
+        let mut logprobs = Vec::new();
         let mut finish_reason = FinishReason::Length;
         let start = Instant::now();
         if req.max_new_tokens > 0 {
             let mut next = self.model.pick(&mut sampler, last)?;
+            if let Some(n) = req.logprobs {
+                logprobs.push(token_logprobs(last, next, n));
+            }
             loop {
                 tokens.push(next);
                 if req.stop_ids.contains(&next) {
@@ -163,12 +172,16 @@ impl<'m, M: Decoder> Generator<'m, M> {
                     .model
                     .decode(&[next], &mut cache, ForwardOptions::default())?;
                 next = self.model.pick(&mut sampler, &out.logits)?;
+                if let Some(n) = req.logprobs {
+                    logprobs.push(token_logprobs(&out.logits, next, n));
+                }
             }
         }
         Ok(Generation {
             token_ids: tokens,
             finish_reason,
             prompt_logits,
+            logprobs,
             prefill_seconds,
             decode_seconds: start.elapsed().as_secs_f64(),
         })

@@ -1,14 +1,16 @@
-//! [`KvCache`]: keys and values of one sequence, contiguous per layer
-//! (`capacity × n_kv_heads·head_dim` each). The cluster issue replaces it with a paged cache.
+//! [`KvCache`]: the key/value history of one sequence outside the serving path (offline
+//! `generate`, benchmarks, tests): a private [`KvPool`] with just enough blocks for `capacity`
+//! tokens and the trivial block table `0, 1, 2, …`, so it runs through the same paged attention
+//! as served sequences.
 
 use crate::error::WorkerError;
+use crate::kv_pool::{KvPool, BLOCK_SIZE};
 
-/// The key/value history of one sequence.
+/// The key/value history of one sequence, in its own block pool.
 #[derive(Clone, Debug)]
 pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    kv_dim: usize,
+    pool: KvPool,
+    table: Vec<u32>,
     capacity: usize,
     len: usize,
 }
@@ -16,10 +18,11 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `layers` layers of width `kv_dim`, holding up to `capacity` tokens.
     pub fn new(layers: usize, kv_dim: usize, capacity: usize) -> Self {
+        let blocks = capacity.div_ceil(BLOCK_SIZE);
         Self {
-            keys: vec![Vec::with_capacity(capacity * kv_dim); layers],
-            values: vec![Vec::with_capacity(capacity * kv_dim); layers],
-            kv_dim,
+            pool: KvPool::new(layers, kv_dim, BLOCK_SIZE, blocks)
+                .expect("BLOCK_SIZE is a power of two"),
+            table: (0..blocks as u32).collect(),
             capacity,
             len: 0,
         }
@@ -51,26 +54,16 @@ impl KvCache {
         Ok(())
     }
 
-    /// Appends the keys and values of new tokens to `layer` and returns the whole history
-    /// (`(keys, values)`, each `(len + new) × kv_dim`).
-    pub fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) -> (&[f32], &[f32]) {
-        self.keys[layer].extend_from_slice(k);
-        self.values[layer].extend_from_slice(v);
-        (&self.keys[layer], &self.values[layer])
+    /// The pool, its block table and the tokens stored, for a forward pass.
+    pub(crate) fn parts(&mut self) -> (&mut KvPool, &[u32], usize) {
+        (&mut self.pool, &self.table, self.len)
     }
 
-    /// Records that a forward pass of `n` tokens finished on every layer.
+    /// Records that a forward pass of `n` tokens finished on every layer. (A failed pass needs
+    /// no undo: rows past `len` are never read.)
     pub fn advance(&mut self, n: usize) {
         self.len += n;
-        debug_assert!(self.keys.iter().all(|k| k.len() == self.len * self.kv_dim));
-    }
-
-    /// Forgets any keys and values appended after the last [`KvCache::advance`] (used when a
-    /// forward pass fails half-way, so the cache stays consistent).
-    pub fn rollback(&mut self) {
-        let keep = self.len * self.kv_dim;
-        self.keys.iter_mut().for_each(|k| k.truncate(keep));
-        self.values.iter_mut().for_each(|v| v.truncate(keep));
+        debug_assert!(self.len <= self.capacity);
     }
 
     /// Fills an empty cache with `len` tokens of deterministic pseudo-random keys and values
@@ -78,30 +71,18 @@ impl KvCache {
     pub fn fill_synthetic(&mut self, len: usize, seed: u64) -> Result<(), WorkerError> {
         self.clear();
         self.check_room(len)?;
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        };
-        for layer in 0..self.keys.len() {
-            self.keys[layer].extend((0..len * self.kv_dim).map(|_| next()));
-            self.values[layer].extend((0..len * self.kv_dim).map(|_| next()));
-        }
+        self.pool.fill_synthetic(&self.table, len, seed);
         self.len = len;
         Ok(())
     }
 
     /// Bytes of keys and values held (f32).
     pub fn memory_bytes(&self) -> usize {
-        2 * self.keys.len() * self.len * self.kv_dim * std::mem::size_of::<f32>()
+        2 * self.pool.num_layers() * self.len * self.pool.kv_dim() * std::mem::size_of::<f32>()
     }
 
-    /// Drops everything.
+    /// Forgets every token.
     pub fn clear(&mut self) {
-        self.keys.iter_mut().for_each(Vec::clear);
-        self.values.iter_mut().for_each(Vec::clear);
         self.len = 0;
     }
 }

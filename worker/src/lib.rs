@@ -3,7 +3,8 @@
 //!
 //! - [`model`]: [`Model`], the forward pass of every family over a [`bitnet_kernels::Backend`].
 //! - [`projection`]: how each [`bitnet_checkpoints::Projection`] variant is applied.
-//! - [`kv_cache`]: [`KvCache`], the contiguous per-sequence key/value cache.
+//! - [`kv_pool`]: [`KvPool`], the paged key/value store (blocks of [`BLOCK_SIZE`] tokens).
+//! - [`kv_cache`]: [`KvCache`], one sequence's history in a private pool (offline paths).
 //! - [`sampler`]: [`Sampler`], greedy and seeded temperature / top-k / top-p sampling.
 //! - [`generator`]: [`Generator`], prefill then one-token decode steps for one prompt.
 //! - [`synthetic`]: [`SyntheticSpec`], random-weight models of a given shape (demo, benchmarks).
@@ -11,24 +12,30 @@
 //! - [`shard`]: [`ShardPlan`] cuts a model into a rank's [`ModelShard`] (Megatron-style).
 //! - [`sharded_model`]: [`ShardedModel`], one rank's forward pass, bit-identical to [`Model`].
 //! - [`sharded_generator`]: [`ShardedGenerator`], generation on one rank of a group.
+//! - [`step_runner`]: [`StepRunner`], a rank's sequences and KV pool under the
+//!   `bitnet.worker.v1` step protocol (served by the coordinator in process or by a worker).
+//! - [`logprobs`]: [`TokenLogprobs`], log-softmax of the sampled token and the top-n.
 //!
 //! Neighbours: weights come from `bitnet-checkpoints`, compute from `bitnet-kernels`; the
 //! coordinator (`bitnet-cluster generate`) drives a [`Generator`] in process, and its
 //! `cluster` module serves a [`ShardedModel`] as the `bitnet.worker.v1` gRPC service of a
-//! `bitnet-cluster worker` process (it lives there because it also serves the demo model). The
-//! paged KV cache is still to come.
+//! `bitnet-cluster worker` process (it lives there because it also serves the demo model).
 
 mod batch;
 pub mod collective;
 pub mod error;
 pub mod generator;
+mod kv_batch;
 pub mod kv_cache;
+pub mod kv_pool;
+pub mod logprobs;
 pub mod model;
 pub mod projection;
 pub mod sampler;
 pub mod shard;
 pub mod sharded_generator;
 pub mod sharded_model;
+pub mod step_runner;
 pub mod synthetic;
 
 pub use collective::{
@@ -37,9 +44,12 @@ pub use collective::{
 pub use error::WorkerError;
 pub use generator::{Decoder, FinishReason, Generation, GenerationRequest, Generator};
 pub use kv_cache::KvCache;
-pub use model::{ForwardOptions, ForwardOutput, Model, QuantTrace, SequenceChunk};
+pub use kv_pool::{KvPool, BLOCK_SIZE};
+pub use logprobs::{token_logprobs, TokenLogprobs};
+pub use model::{ForwardOptions, ForwardOutput, Model, PagedChunk, QuantTrace, SequenceChunk};
 pub use sampler::{Sampler, SamplingParams};
 pub use shard::{ModelShard, ShardLayout, ShardPlan};
 pub use sharded_generator::ShardedGenerator;
 pub use sharded_model::ShardedModel;
+pub use step_runner::{sampling_params, PagedModel, StepReply, StepRunner};
 pub use synthetic::SyntheticSpec;

@@ -8,11 +8,13 @@
 
 use crate::batch as plumbing;
 use crate::error::WorkerError;
+use crate::kv_batch::{Heads, KvBatch, Qkv};
 use crate::kv_cache::KvCache;
+use crate::kv_pool::{KvPool, BLOCK_SIZE};
 pub use crate::projection::QuantTrace;
 use crate::projection::{apply_norm, apply_projection};
 use bitnet_checkpoints::{Activation, LayerWeights, ModelConfig, ModelWeights};
-use bitnet_kernels::{AttentionShape, Backend};
+use bitnet_kernels::Backend;
 
 /// What a forward pass returns.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +29,16 @@ pub struct ForwardOutput {
 pub struct SequenceChunk<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
+}
+
+/// The next tokens of one sequence whose history lives in a shared [`KvPool`]: tokens
+/// `0 .. num_computed` are stored in the blocks of `block_table`, which must also have room
+/// for `tokens`.
+#[derive(Clone, Copy, Debug)]
+pub struct PagedChunk<'a> {
+    pub tokens: &'a [u32],
+    pub block_table: &'a [u32],
+    pub num_computed: usize,
 }
 
 /// Which outputs a forward pass should produce.
@@ -71,6 +83,17 @@ impl<B: Backend> Model<B> {
         KvCache::new(c.num_layers, c.num_kv_heads * c.head_dim, capacity)
     }
 
+    /// An empty KV pool of `num_blocks` blocks for this model (see [`Model::forward_paged`]).
+    pub fn new_pool(&self, num_blocks: usize) -> Result<KvPool, WorkerError> {
+        let c = self.config();
+        KvPool::new(
+            c.num_layers,
+            c.num_kv_heads * c.head_dim,
+            BLOCK_SIZE,
+            num_blocks,
+        )
+    }
+
     /// Vocabulary size (rows of the LM head).
     pub fn vocab_size(&self) -> usize {
         self.weights.lm_head().rows()
@@ -98,15 +121,30 @@ impl<B: Backend> Model<B> {
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
         let vocab = self.weights.embedding.rows();
-        plumbing::checked(batch, vocab, |batch| {
-            self.backend
-                .scope(|| self.forward_unchecked(batch, options))
+        plumbing::checked(batch, vocab, |kv| {
+            self.backend.scope(|| self.forward_unchecked(kv, options))
+        })
+    }
+
+    /// Like [`Model::forward_batch`] for sequences whose keys and values live in `pool`
+    /// (serving): each chunk's new keys and values go to its block table after its
+    /// `num_computed` tokens, and attention reads the blocks in place. Every table is checked
+    /// before any compute; the caller advances `num_computed` on success.
+    pub fn forward_paged(
+        &self,
+        pool: &mut KvPool,
+        batch: &[PagedChunk<'_>],
+        options: ForwardOptions,
+    ) -> Result<Vec<ForwardOutput>, WorkerError> {
+        let vocab = self.weights.embedding.rows();
+        plumbing::checked_paged(pool, batch, vocab, |kv| {
+            self.backend.scope(|| self.forward_unchecked(kv, options))
         })
     }
 
     fn forward_unchecked(
         &self,
-        batch: &mut [SequenceChunk<'_>],
+        kv: KvBatch<'_>,
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
         let ends = plumbing::Ends {
@@ -119,10 +157,10 @@ impl<B: Backend> Model<B> {
         plumbing::forward(
             &self.backend,
             ends,
-            batch,
+            kv,
             options,
-            &mut |i, h, positions, batch, trace| {
-                self.layer(i, &self.weights.layers[i], h, positions, batch, trace)
+            &mut |i, h, positions, kv, trace| {
+                self.layer(i, &self.weights.layers[i], h, positions, kv, trace)
             },
         )
     }
@@ -134,7 +172,7 @@ impl<B: Backend> Model<B> {
         layer: &LayerWeights,
         h: &mut [f32],
         positions: &[usize],
-        batch: &mut [SequenceChunk<'_>],
+        kv: &mut KvBatch<'_>,
         mut trace: Option<QuantTrace>,
     ) -> Result<Option<QuantTrace>, WorkerError> {
         let c = self.config();
@@ -154,32 +192,23 @@ impl<B: Backend> Model<B> {
         let v = apply_projection(b, &layer.v, x, None)?;
         b.rope(&mut q, positions, c.num_heads, hd, c.rope_theta)?;
         b.rope(&mut k, positions, c.num_kv_heads, hd, c.rope_theta)?;
-        let (q_width, kv_width) = (c.num_heads * hd, c.num_kv_heads * hd);
         let mut attn = vec![0.0f32; q.len()];
-        let mut start = 0;
-        for chunk in batch.iter_mut() {
-            let n = chunk.tokens.len();
-            let (keys, values) = chunk.cache.append(
-                index,
-                &k[start * kv_width..(start + n) * kv_width],
-                &v[start * kv_width..(start + n) * kv_width],
-            );
-            let shape = AttentionShape {
-                n_heads: c.num_heads,
-                n_kv_heads: c.num_kv_heads,
-                head_dim: hd,
-                n_queries: n,
-                ctx_len: keys.len() / kv_width,
-            };
-            b.attention(
-                &shape,
-                &q[start * q_width..(start + n) * q_width],
-                keys,
-                values,
-                &mut attn[start * q_width..(start + n) * q_width],
-            )?;
-            start += n;
-        }
+        let heads = Heads {
+            q: c.num_heads,
+            kv: c.num_kv_heads,
+            dim: hd,
+        };
+        kv.attend(
+            b,
+            index,
+            heads,
+            Qkv {
+                q: &q,
+                k: &k,
+                v: &v,
+            },
+            &mut attn,
+        )?;
         if let Some(norm) = &layer.attn_sub_norm {
             attn = apply_norm(b, norm, &attn, c.num_heads * hd)?;
         }

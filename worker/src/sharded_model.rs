@@ -23,12 +23,14 @@
 use crate::batch as plumbing;
 use crate::collective::Collective;
 use crate::error::WorkerError;
+use crate::kv_batch::{Heads, KvBatch, Qkv};
 use crate::kv_cache::KvCache;
-use crate::model::{ForwardOptions, ForwardOutput, QuantTrace, SequenceChunk};
+use crate::kv_pool::{KvPool, BLOCK_SIZE};
+use crate::model::{ForwardOptions, ForwardOutput, PagedChunk, QuantTrace, SequenceChunk};
 use crate::projection::{apply_norm, apply_projection, ONEBIT_LN_EPS};
 use crate::shard::{LayerShard, ModelShard, RowParallel, ShardError, ShardLayout, Span};
 use bitnet_checkpoints::{Activation, ModelConfig, Norm, Projection};
-use bitnet_kernels::{AttentionShape, Backend, KernelError};
+use bitnet_kernels::{Backend, KernelError};
 
 /// One rank of a tensor-parallel model.
 pub struct ShardedModel<B: Backend> {
@@ -97,6 +99,17 @@ impl<B: Backend> ShardedModel<B> {
         )
     }
 
+    /// An empty KV pool of `num_blocks` blocks for this rank's key/value heads.
+    pub fn new_pool(&self, num_blocks: usize) -> Result<KvPool, WorkerError> {
+        let l = self.layout();
+        KvPool::new(
+            self.config().num_layers,
+            l.local_kv_heads() * l.head_dim,
+            BLOCK_SIZE,
+            num_blocks,
+        )
+    }
+
     /// See [`crate::Model::forward`]; every rank of the group must make the same call.
     pub fn forward(
         &self,
@@ -116,15 +129,28 @@ impl<B: Backend> ShardedModel<B> {
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
         let vocab = self.shard.embedding.rows();
-        plumbing::checked(batch, vocab, |batch| {
-            self.backend
-                .scope(|| self.forward_unchecked(batch, options))
+        plumbing::checked(batch, vocab, |kv| {
+            self.backend.scope(|| self.forward_unchecked(kv, options))
+        })
+    }
+
+    /// See [`crate::Model::forward_paged`]; every rank of the group must make the same call
+    /// (with its own pool and the same block tables).
+    pub fn forward_paged(
+        &self,
+        pool: &mut KvPool,
+        batch: &[PagedChunk<'_>],
+        options: ForwardOptions,
+    ) -> Result<Vec<ForwardOutput>, WorkerError> {
+        let vocab = self.shard.embedding.rows();
+        plumbing::checked_paged(pool, batch, vocab, |kv| {
+            self.backend.scope(|| self.forward_unchecked(kv, options))
         })
     }
 
     fn forward_unchecked(
         &self,
-        batch: &mut [SequenceChunk<'_>],
+        kv: KvBatch<'_>,
         options: ForwardOptions,
     ) -> Result<Vec<ForwardOutput>, WorkerError> {
         let ends = plumbing::Ends {
@@ -137,10 +163,10 @@ impl<B: Backend> ShardedModel<B> {
         plumbing::forward(
             &self.backend,
             ends,
-            batch,
+            kv,
             options,
-            &mut |i, h, positions, batch, trace| {
-                self.layer(i, &self.shard.layers[i], h, positions, batch, trace)
+            &mut |i, h, positions, kv, trace| {
+                self.layer(i, &self.shard.layers[i], h, positions, kv, trace)
             },
         )
     }
@@ -152,7 +178,7 @@ impl<B: Backend> ShardedModel<B> {
         layer: &LayerShard,
         h: &mut [f32],
         positions: &[usize],
-        batch: &mut [SequenceChunk<'_>],
+        kv: &mut KvBatch<'_>,
         mut trace: Option<QuantTrace>,
     ) -> Result<Option<QuantTrace>, WorkerError> {
         let c = self.config();
@@ -174,32 +200,23 @@ impl<B: Backend> ShardedModel<B> {
         let v = self.column_parallel(&layer.v, x, None)?;
         b.rope(&mut q, positions, hq, hd, c.rope_theta)?;
         b.rope(&mut k, positions, hkv, hd, c.rope_theta)?;
-        let (q_width, kv_width) = (hq * hd, hkv * hd);
         let mut attn = vec![0.0f32; q.len()];
-        let mut start = 0;
-        for chunk in batch.iter_mut() {
-            let n = chunk.tokens.len();
-            let (keys, values) = chunk.cache.append(
-                index,
-                &k[start * kv_width..(start + n) * kv_width],
-                &v[start * kv_width..(start + n) * kv_width],
-            );
-            let shape = AttentionShape {
-                n_heads: hq,
-                n_kv_heads: hkv,
-                head_dim: hd,
-                n_queries: n,
-                ctx_len: keys.len() / kv_width,
-            };
-            b.attention(
-                &shape,
-                &q[start * q_width..(start + n) * q_width],
-                keys,
-                values,
-                &mut attn[start * q_width..(start + n) * q_width],
-            )?;
-            start += n;
-        }
+        let heads = Heads {
+            q: hq,
+            kv: hkv,
+            dim: hd,
+        };
+        kv.attend(
+            b,
+            index,
+            heads,
+            Qkv {
+                q: &q,
+                k: &k,
+                v: &v,
+            },
+            &mut attn,
+        )?;
         let n_tokens = positions.len();
         let o = self.row_parallel(
             &layer.o,

@@ -144,6 +144,7 @@ fn generation_stops_at_length_or_stop_id_and_seeds_repeat() {
         sampling: SamplingParams::default(),
         stop_ids: vec![],
         keep_prompt_logits: true,
+        logprobs: None,
     };
     let greedy = generator.run(&req).unwrap();
     assert_eq!(greedy.token_ids.len(), 10);

@@ -157,6 +157,7 @@ fn random_sampling_gives_the_same_tokens_on_every_rank() {
                     },
                     stop_ids: vec![],
                     keep_prompt_logits: false,
+                    logprobs: None,
                 };
                 ShardedGenerator::new(&model).run(&req).expect("generates")
             })

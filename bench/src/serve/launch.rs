@@ -6,10 +6,7 @@
 use crate::presets;
 use anyhow::{bail, Context, Result};
 use bitnet_client::{Client, ClientOptions};
-use bitnet_coordinator::engine::executor::InProcessExecutor;
-use bitnet_coordinator::serve::{assemble, serve_on, Frontend, ServeOptions};
-use bitnet_kernels::CpuBackend;
-use bitnet_worker::Model;
+use bitnet_coordinator::serve::{build_from_weights, serve_on, ServeOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -171,16 +168,8 @@ pub async fn serve_preset(
         max_admitted: 4096,
         threads: opts.threads,
     };
-    let frontend = Frontend {
-        config: weights.config.clone(),
-        tokenizer: None,
-        name: format!("{} (RANDOM weights)", opts.preset),
-    };
-    let vocab = weights.embedding.rows();
-    let max_model_len = bitnet_coordinator::serve::served_len(&serve_opts, &weights.config);
-    let model = Model::new(weights, CpuBackend::from_env(opts.threads)?);
-    let executor = InProcessExecutor::new(model, max_model_len);
-    let served = assemble(&serve_opts, frontend, vocab, Box::new(executor), None, 1)?;
+    let name = format!("{} (RANDOM weights)", opts.preset);
+    let served = build_from_weights(&serve_opts, weights, None, name)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     tokio::spawn(serve_on(listener, served, async {

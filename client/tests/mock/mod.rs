@@ -236,6 +236,7 @@ impl Serving for Mock {
             version: "test".into(),
             max_num_seqs: 32,
             serving: true,
+            num_preemptions: 0,
         }))
     }
 

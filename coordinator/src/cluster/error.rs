@@ -44,7 +44,10 @@ impl From<ClusterError> for tonic::Status {
         let message = e.to_string();
         match e {
             ClusterError::State(_) => tonic::Status::failed_precondition(message),
-            ClusterError::Protocol { .. } => tonic::Status::invalid_argument(message),
+            ClusterError::Protocol { .. }
+            | ClusterError::Worker(bitnet_worker::WorkerError::Protocol { .. }) => {
+                tonic::Status::invalid_argument(message)
+            }
             ClusterError::Worker(bitnet_worker::WorkerError::Sampling { .. })
             | ClusterError::Worker(bitnet_worker::WorkerError::Shard(_)) => {
                 tonic::Status::invalid_argument(message)

@@ -13,7 +13,7 @@
 use super::error::ClusterError;
 use crate::engine::GrpcExecutor;
 use crate::error::CoordinatorError;
-use crate::serve::{assemble, serve_on, served_len, Frontend, ServeOptions};
+use crate::serve::{assemble, serve_on, served_len, wanted_kv_blocks, Frontend, ServeOptions};
 use bitnet_proto::worker::worker_client::WorkerClient;
 use bitnet_proto::worker::{
     CollectiveKind, HealthRequest, InfoRequest, InitCollectiveRequest, LoadModelRequest,
@@ -232,6 +232,7 @@ pub async fn launch(
     opts: &LaunchOptions,
     model_dir: String,
     max_model_len: usize,
+    max_blocks: u64,
 ) -> Result<Cluster, ClusterError> {
     let tp = opts.tp.max(1);
     let deadline = Instant::now() + opts.startup_timeout;
@@ -298,6 +299,7 @@ pub async fn launch(
         Ok(c.profile(ProfileRequest {
             block_size: super::rank::BLOCK_SIZE,
             memory_budget_bytes: 0,
+            max_blocks,
         })
         .await
         .map_err(rpc(rank, "Profile"))?
@@ -342,7 +344,8 @@ pub async fn serve_cluster(
         .as_ref()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
-    let cluster = launch(launch_opts, model_dir, max_model_len).await?;
+    let max_blocks = wanted_kv_blocks(opts, max_model_len) as u64;
+    let cluster = launch(launch_opts, model_dir, max_model_len, max_blocks).await?;
     let (failure_tx, mut failure_rx) = watch::channel::<Option<String>>(None);
     let served = async {
         let executor = GrpcExecutor::connect(

@@ -3,15 +3,13 @@
 //! gRPC service ([`super::service`]) calls them on tokio's blocking pool, never on a runtime
 //! worker thread.
 //!
-//! [`Rank::step`] follows the worker protocol of `SchedulerOutput` exactly like the in-process
-//! executor (`crate::engine::executor`): new sequences arrive with their prompt, running ones
-//! as deltas, a resumed (preempted) sequence restarts from prompt + output keeping its sampler,
-//! and a token is sampled only when a sequence's computed tokens reach the end of what it knows.
-//! Every rank samples (so seeded random streams stay in step) and rank 0's tokens are then
-//! broadcast over the collective, so all ranks feed the same tokens to the next step.
+//! `Profile` allocates the rank's paged KV pool; [`Rank::step`] hands each step to the pool's
+//! [`StepRunner`] (the same worker protocol the in-process executor runs,
+//! `crate::engine::executor`): every rank samples (so seeded random streams stay in step) and
+//! rank 0's tokens are then broadcast over the collective, so all ranks feed the same tokens to
+//! the next step.
 
 use super::error::ClusterError;
-use super::wire;
 use bitnet_checkpoints::ModelWeights;
 use bitnet_kernels::CpuBackend;
 use bitnet_proto::worker::{
@@ -20,24 +18,15 @@ use bitnet_proto::worker::{
 };
 use bitnet_worker::shard::{load_presharded, ModelShard, PreshardedError, RowParallel};
 use bitnet_worker::{
-    Collective, ForwardOptions, KvCache, Sampler, SequenceChunk, ShardPlan, ShardedModel,
-    SingleRank, TcpRing, TcpRingConfig,
+    Collective, KvPool, ShardPlan, ShardedModel, SingleRank, StepRunner, TcpRing, TcpRingConfig,
 };
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-/// KV block size the workers account in (tokens).
-pub const BLOCK_SIZE: u32 = 16;
+/// KV block size of the workers' pools (tokens).
+pub const BLOCK_SIZE: u32 = bitnet_worker::BLOCK_SIZE as u32;
 /// KV memory a worker offers when `Profile` gives no budget.
 pub const DEFAULT_KV_BUDGET: u64 = 4 << 30;
-
-struct SeqState {
-    tokens: Vec<u32>,
-    computed: usize,
-    cache: KvCache,
-    sampler: Sampler,
-}
 
 /// One rank of the tensor-parallel group, as a worker process holds it.
 pub struct Rank {
@@ -47,7 +36,8 @@ pub struct Rank {
     collective: Option<Box<dyn Collective>>,
     model: Option<ShardedModel<CpuBackend>>,
     max_model_len: usize,
-    seqs: HashMap<u64, SeqState>,
+    /// The KV pool and sequences, from `Profile` on.
+    runner: Option<StepRunner>,
 }
 
 impl Rank {
@@ -66,7 +56,7 @@ impl Rank {
             collective: None,
             model: None,
             max_model_len: 0,
-            seqs: HashMap::new(),
+            runner: None,
         })
     }
 
@@ -171,18 +161,39 @@ impl Rank {
         })
     }
 
-    /// KV blocks of `block_size` tokens that fit `budget` bytes (0: [`DEFAULT_KV_BUDGET`]).
-    pub fn profile(&self, block_size: u32, budget: u64) -> Result<u64, ClusterError> {
+    /// Allocates the KV pool: as many blocks of `block_size` tokens as fit `budget` bytes (0:
+    /// [`DEFAULT_KV_BUDGET`]), at most `max_blocks` (0: no cap); returns how many it holds.
+    /// Sequences held from an earlier `Profile` are dropped.
+    pub fn profile(
+        &mut self,
+        block_size: u32,
+        budget: u64,
+        max_blocks: u64,
+    ) -> Result<u64, ClusterError> {
+        if block_size != BLOCK_SIZE {
+            return Err(ClusterError::State(format!(
+                "block size {block_size}: the workers' pools use blocks of {BLOCK_SIZE}"
+            )));
+        }
         let model = self.loaded()?;
         let l = model.layout();
-        let per_token = 2 * model.config().num_layers * l.local_kv_heads() * l.head_dim * 4;
-        let per_block = (per_token as u64 * block_size.max(1) as u64).max(1);
+        let per_block = KvPool::bytes_per_block(
+            model.config().num_layers,
+            l.local_kv_heads() * l.head_dim,
+            BLOCK_SIZE as usize,
+        ) as u64;
         let budget = if budget == 0 {
             DEFAULT_KV_BUDGET
         } else {
             budget
         };
-        Ok(budget / per_block)
+        let mut blocks = budget / per_block.max(1);
+        if max_blocks > 0 {
+            blocks = blocks.min(max_blocks);
+        }
+        let pool = model.new_pool(blocks as usize)?;
+        self.runner = Some(StepRunner::new(pool, self.max_model_len));
+        Ok(blocks)
     }
 
     fn loaded(&self) -> Result<&ShardedModel<CpuBackend>, ClusterError> {
@@ -191,149 +202,22 @@ impl Rank {
             .ok_or_else(|| ClusterError::State("no model is loaded".into()))
     }
 
-    fn protocol(step: u64, seq: u64, what: impl Into<String>) -> ClusterError {
-        ClusterError::Protocol {
-            step,
-            seq,
-            what: what.into(),
-        }
-    }
-
-    /// Runs one step: applies the deltas, one batched forward pass, samples (rank 0's tokens
-    /// win). Every rank of the group must run the same step.
+    /// Runs one step on the pool (rank 0's tokens win). Every rank of the group must run the
+    /// same step.
     pub fn step(
         &mut self,
         req: &StepRequest,
     ) -> Result<(Vec<SampledToken>, StepTimings), ClusterError> {
-        let step = req.step_id;
         let model = self
             .model
             .as_ref()
             .ok_or_else(|| ClusterError::State("no model is loaded".into()))?;
-        for seq in &req.finished_seq_ids {
-            self.seqs.remove(seq);
-        }
-        let new_cache = || model.new_cache(self.max_model_len);
-        let mut plan: Vec<(u64, usize)> = Vec::new();
-        for r in &req.new_requests {
-            let params = wire::sampling_params(r.sampling.as_ref());
-            let sampler = Sampler::new(params)?;
-            if r.prompt_ids.len() > self.max_model_len {
-                return Err(Self::protocol(
-                    step,
-                    r.seq_id,
-                    "prompt longer than max_model_len",
-                ));
-            }
-            self.seqs.insert(
-                r.seq_id,
-                SeqState {
-                    tokens: r.prompt_ids.clone(),
-                    computed: 0,
-                    cache: new_cache(),
-                    sampler,
-                },
-            );
-            plan.push((r.seq_id, r.num_computed as usize + r.num_scheduled as usize));
-        }
-        for r in &req.running {
-            if r.resumed {
-                tracing::debug!(
-                    step,
-                    seq = r.seq_id,
-                    "resumed after a preemption: recompute"
-                );
-                let previous = self.seqs.remove(&r.seq_id).ok_or_else(|| {
-                    Self::protocol(step, r.seq_id, "resumed but never sent as new")
-                })?;
-                self.seqs.insert(
-                    r.seq_id,
-                    SeqState {
-                        tokens: r.resumed_token_ids.clone(),
-                        computed: 0,
-                        cache: new_cache(),
-                        sampler: previous.sampler,
-                    },
-                );
-            }
-            let computed = self
-                .seqs
-                .get(&r.seq_id)
-                .ok_or_else(|| Self::protocol(step, r.seq_id, "running but never sent as new"))?
-                .computed;
-            plan.push((r.seq_id, computed + r.num_scheduled as usize));
-        }
-        let timings = StepTimings::default();
-        if plan.is_empty() {
-            return Ok((Vec::new(), timings));
-        }
-        for &(seq, end) in &plan {
-            let s = &self.seqs[&seq];
-            if end <= s.computed || end > s.tokens.len() {
-                return Err(Self::protocol(
-                    step,
-                    seq,
-                    format!(
-                        "asked to compute up to {end} with {} computed of {} known tokens",
-                        s.computed,
-                        s.tokens.len()
-                    ),
-                ));
-            }
-        }
-        // One batched forward pass, in plan order (identical on every rank).
-        let ends: HashMap<u64, usize> = plan.iter().copied().collect();
-        let mut states: Vec<(u64, &mut SeqState)> = self
-            .seqs
-            .iter_mut()
-            .filter(|(seq, _)| ends.contains_key(seq))
-            .map(|(&seq, s)| (seq, s))
-            .collect();
-        states.sort_by_key(|(seq, _)| *seq);
-        let started = Instant::now();
-        let mut chunks: Vec<SequenceChunk> = states
-            .iter_mut()
-            .map(|(seq, s)| SequenceChunk {
-                tokens: &s.tokens[s.computed..ends[seq]],
-                cache: &mut s.cache,
-            })
-            .collect();
-        let outputs = model.forward_batch(&mut chunks, ForwardOptions::default())?;
-        drop(chunks);
-        let forward_ms = started.elapsed().as_secs_f64() * 1e3;
-        let started = Instant::now();
-        let vocab = model.vocab_size();
-        let mut sampled: Vec<(u64, usize)> = Vec::new();
-        let mut ids: Vec<u32> = Vec::new();
-        for (i, ((seq, state), output)) in states.iter_mut().zip(&outputs).enumerate() {
-            state.computed = ends[seq];
-            if state.computed == state.tokens.len() {
-                let last = &output.logits[output.logits.len() - vocab..];
-                ids.push(state.sampler.sample(last));
-                sampled.push((*seq, i));
-            }
-        }
-        let sample_ms = started.elapsed().as_secs_f64() * 1e3;
-        let started = Instant::now();
-        model.collective().broadcast_u32(&mut ids, 0)?;
-        let collective_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut tokens = Vec::with_capacity(ids.len());
-        for (&(seq, i), &token_id) in sampled.iter().zip(&ids) {
-            states[i].1.tokens.push(token_id);
-            tokens.push(SampledToken {
-                seq_id: seq,
-                token_id,
-                ..Default::default()
-            });
-        }
-        Ok((
-            tokens,
-            StepTimings {
-                forward_ms,
-                collective_ms,
-                sample_ms,
-            },
-        ))
+        let runner = self
+            .runner
+            .as_mut()
+            .ok_or_else(|| ClusterError::State("Profile must come before Step".into()))?;
+        let reply = runner.step(model, req)?;
+        Ok((reply.tokens, reply.timings))
     }
 }
 

@@ -135,7 +135,7 @@ impl Worker for WorkerService {
     ) -> Result<Response<ProfileResponse>, Status> {
         let req = request.into_inner();
         let num_blocks = self
-            .compute(move |r| r.profile(req.block_size, req.memory_budget_bytes))
+            .compute(move |r| r.profile(req.block_size, req.memory_budget_bytes, req.max_blocks))
             .await?;
         Ok(Response::new(ProfileResponse { num_blocks }))
     }

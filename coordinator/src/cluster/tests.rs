@@ -28,25 +28,31 @@ fn loaded_rank() -> Rank {
         max_model_len: MAX_LEN as u32,
     })
     .unwrap();
+    assert_eq!(r.profile(16, 0, 8).unwrap(), 8);
     r
 }
 
+/// A new sequence whose (one-block) table is block `seq_id`.
 fn new_seq(seq_id: u64, prompt: &[u32], scheduled: u32) -> NewSeq {
     NewSeq {
         seq_id,
         prompt_ids: prompt.to_vec(),
         num_computed: 0,
         num_scheduled: scheduled,
-        block_ids: vec![0],
+        block_ids: vec![seq_id as u32],
         queue_time_s: 0.0,
     }
 }
 
+/// A running sequence; a resumed one gets the new table `[seq_id + 4]`.
 fn running(seq_id: u64, scheduled: u32, resumed: Option<Vec<u32>>) -> RunningSeq {
     RunningSeq {
         seq_id,
         num_scheduled: scheduled,
-        new_block_ids: Vec::new(),
+        new_block_ids: match resumed {
+            Some(_) => vec![seq_id as u32 + 4],
+            None => Vec::new(),
+        },
         resumed: resumed.is_some(),
         resumed_token_ids: resumed.unwrap_or_default(),
     }
@@ -57,7 +63,7 @@ fn steps_match_the_in_process_executor() {
     let mut rank = loaded_rank();
     let tok = crate::demo::tokenizer().unwrap();
     let model = Model::new(crate::demo::weights(&tok), CpuBackend::from_env(1).unwrap());
-    let mut reference = InProcessExecutor::new(model, MAX_LEN);
+    let mut reference = InProcessExecutor::new(model, MAX_LEN, 8).unwrap();
     let greedy = SamplingParams::default();
     let seeded = SamplingParams {
         temperature: 0.8,
@@ -65,12 +71,12 @@ fn steps_match_the_in_process_executor() {
         top_p: 0.9,
         seed: Some(7),
     };
-    reference.register(1, greedy).unwrap();
-    reference.register(2, seeded).unwrap();
     let sampling = HashMap::from([
-        (1, wire::sampling_state(&greedy, 0)),
-        (2, wire::sampling_state(&seeded, 7)),
+        (1, wire::sampling_state(&greedy, 0, None)),
+        (2, wire::sampling_state(&seeded, 7, Some(2))),
     ]);
+    reference.register(1, sampling[&1].clone()).unwrap();
+    reference.register(2, sampling[&2].clone()).unwrap();
     let prompt = [1u32, 5, 9, 13, 17];
     let mut step = |id: u64, new: Vec<NewSeq>, run: Vec<RunningSeq>| {
         let out = SchedulerOutput {
@@ -127,6 +133,16 @@ fn steps_that_break_the_protocol_are_refused() {
         ..Default::default()
     };
     assert!(rank().step(&unloaded).is_err(), "no model loaded");
+    let mut unprofiled = rank();
+    unprofiled
+        .load_model(&LoadModelRequest {
+            model_dir: String::new(),
+            tp_size: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    let err = unprofiled.step(&unloaded).unwrap_err();
+    assert!(err.to_string().contains("Profile"), "{err}");
     let mut rank = loaded_rank();
     let out = SchedulerOutput {
         step_id: 1,

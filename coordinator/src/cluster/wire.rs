@@ -1,37 +1,27 @@
 //! Conversions between the scheduler's step types (`crate::scheduler`) and the worker proto
 //! (`bitnet.worker.v1`), in one place: [`step_request`] (coordinator → workers),
-//! [`step_output`] (workers → scheduler) and the sampling settings both ways.
+//! [`step_output`] / [`tokens_output`] (workers → scheduler, with logprobs) and the sampling
+//! settings both ways.
 
 use crate::scheduler::{SampledToken, SchedulerOutput, SeqId, StepOutput};
-use bitnet_proto::worker::{NewRequest, RunningRequest, SamplingState, StepRequest, StepResponse};
-use bitnet_worker::SamplingParams;
+use bitnet_proto::worker::{
+    NewRequest, RunningRequest, SampledToken as WireToken, SamplingState, StepRequest, StepResponse,
+};
+pub use bitnet_worker::sampling_params;
+use bitnet_worker::{SamplingParams, TokenLogprobs};
 use std::collections::HashMap;
 
 /// The sampling settings of a new sequence on the wire; `seed` is the one the coordinator
-/// settled on (the client's, or a random one), so every rank draws the same stream.
-pub fn sampling_state(params: &SamplingParams, seed: u64) -> SamplingState {
+/// settled on (the client's, or a random one), so every rank draws the same stream;
+/// `logprobs`: top-n logprobs wanted with each token (`None`: none).
+pub fn sampling_state(params: &SamplingParams, seed: u64, logprobs: Option<u32>) -> SamplingState {
     SamplingState {
         temperature: params.temperature,
         top_p: params.top_p,
         top_k: params.top_k as u32,
         seed,
+        logprobs,
         ..Default::default()
-    }
-}
-
-/// The worker's sampler settings for a wire `SamplingState` (absent: greedy).
-pub fn sampling_params(state: Option<&SamplingState>) -> SamplingParams {
-    match state {
-        Some(s) => SamplingParams {
-            temperature: s.temperature,
-            top_k: s.top_k as usize,
-            top_p: s.top_p,
-            seed: Some(s.seed),
-        },
-        None => SamplingParams {
-            seed: Some(0),
-            ..SamplingParams::default()
-        },
     }
 }
 
@@ -74,16 +64,38 @@ pub fn step_request(
 
 /// The scheduler's view of a rank's answer.
 pub fn step_output(resp: &StepResponse) -> StepOutput {
+    tokens_output(resp.step_id, &resp.tokens)
+}
+
+/// The scheduler's view of a step's sampled tokens, with each token's logprobs (zero when the
+/// sequence asked for none).
+pub fn tokens_output(step_id: u64, tokens: &[WireToken]) -> StepOutput {
     StepOutput {
-        step_id: resp.step_id,
-        tokens: resp
-            .tokens
+        step_id,
+        tokens: tokens
             .iter()
             .map(|t| SampledToken {
                 seq_id: t.seq_id,
                 token_id: t.token_id,
             })
             .collect(),
+        logprobs: tokens
+            .iter()
+            .map(|t| {
+                let top = t
+                    .top_ids
+                    .iter()
+                    .copied()
+                    .zip(t.top_logprobs.iter().copied())
+                    .collect();
+                let lp = TokenLogprobs {
+                    token_id: t.token_id,
+                    logprob: t.logprob,
+                    top,
+                };
+                (t.seq_id, lp)
+            })
+            .collect::<HashMap<_, _>>(),
     }
 }
 
@@ -119,7 +131,7 @@ mod tests {
             top_p: 0.9,
             seed: None,
         };
-        let sampling = HashMap::from([(1, sampling_state(&params, 42))]);
+        let sampling = HashMap::from([(1, sampling_state(&params, 42, Some(3)))]);
         let req = step_request(&out, &sampling, 0);
         assert_eq!(req.step_id, 7);
         assert_eq!(req.new_requests[0].prompt_ids, vec![1, 2, 3]);
@@ -129,5 +141,9 @@ mod tests {
         let back = sampling_params(req.new_requests[0].sampling.as_ref());
         assert_eq!(back.seed, Some(42));
         assert_eq!(back.top_k, 5);
+        assert_eq!(
+            req.new_requests[0].sampling.as_ref().unwrap().logprobs,
+            Some(3)
+        );
     }
 }

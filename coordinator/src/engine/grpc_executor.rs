@@ -10,12 +10,11 @@
 //! cluster. Neighbours: `crate::cluster::wire` converts the step, `crate::cluster::service` is
 //! the other end.
 
-use super::executor::{Executor, ExecutorError};
+use super::executor::{check_sampling, Executor, ExecutorError};
 use crate::cluster::wire;
 use crate::scheduler::{SchedulerOutput, SeqId, StepOutput};
 use bitnet_proto::worker::worker_client::WorkerClient;
 use bitnet_proto::worker::{SamplingState, StepRequest, StepResponse};
-use bitnet_worker::SamplingParams;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -105,14 +104,9 @@ impl GrpcExecutor {
 }
 
 impl Executor for GrpcExecutor {
-    fn register(&mut self, seq: SeqId, sampling: SamplingParams) -> Result<(), ExecutorError> {
-        sampling
-            .validate()
-            .map_err(|source| ExecutorError::Worker { step: 0, source })?;
-        // Every rank must draw the same random stream: settle the seed here.
-        let seed = sampling.seed.unwrap_or_else(rand::random);
-        self.sampling
-            .insert(seq, wire::sampling_state(&sampling, seed));
+    fn register(&mut self, seq: SeqId, sampling: SamplingState) -> Result<(), ExecutorError> {
+        check_sampling(&sampling)?;
+        self.sampling.insert(seq, sampling);
         Ok(())
     }
 
@@ -157,9 +151,10 @@ impl Executor for GrpcExecutor {
                 ));
             }
         }
+        // Tokens must agree; logprobs are rank 0's (dense families differ in the last bits).
         let first = wire::step_output(&responses[0]);
         for (rank, resp) in responses.iter().enumerate().skip(1) {
-            if wire::step_output(resp) != first {
+            if wire::step_output(resp).tokens != first.tokens {
                 return Err(self.fail(
                     step,
                     format!("rank {rank} sampled different tokens than rank 0"),

@@ -3,16 +3,25 @@
 //! it answers each request on that request's own event channel. Each iteration:
 //! commands → `scheduler.schedule(now)` → `executor.step` → `scheduler.update` → output
 //! processing → [`StreamEvent`]s. A request whose receiver is gone (the client dropped its
-//! stream) is aborted at the next iteration, which frees its KV blocks.
+//! stream) or whose deadline passed is aborted at the next iteration, which frees its KV
+//! blocks.
+//!
+//! A request with `n > 1` is `n` scheduler sequences (one per output index, seeds derived from
+//! the request's): the first computes the prompt; the others are forks of it (see
+//! `crate::scheduler`) that share its full prompt blocks. Their events go to the one stream,
+//! tagged with their index; the stream ends after the last one finishes.
 
 pub mod executor;
 pub mod grpc_executor;
 pub mod output;
+#[cfg(test)]
+mod tests;
 
+use crate::cluster::wire;
 use crate::scheduler::{FinishReason, SchedRequest, Scheduler, SchedulerStats, SeqId};
 use crate::tokenizer::TextTokenizer;
 use crate::validation::ValidRequest;
-use bitnet_worker::SamplingParams;
+use bitnet_worker::{SamplingParams, TokenLogprobs};
 pub use executor::{Executor, ExecutorError, InProcessExecutor};
 pub use grpc_executor::GrpcExecutor;
 use output::{Finish, OutputState};
@@ -29,17 +38,21 @@ pub struct TokenUsage {
     pub completion_tokens: u32,
 }
 
-/// What a request's stream receives.
+/// What a request's stream receives (`index`: which of its `n` samples).
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamEvent {
-    /// New tokens and the text they complete.
+    /// New tokens and the text they complete; `logprobs` has one entry per token when the
+    /// request asked for logprobs.
     Tokens {
+        index: u32,
         token_ids: Vec<u32>,
         text: String,
+        logprobs: Vec<TokenLogprobs>,
         usage: TokenUsage,
     },
-    /// The request ended (always the last event).
+    /// The sample ended (always its last event).
     Finished {
+        index: u32,
         reason: Finish,
         output_ids: Vec<u32>,
         matched_stop: Option<String>,
@@ -52,6 +65,7 @@ enum Command {
     Add {
         request: ValidRequest,
         events: UnboundedSender<StreamEvent>,
+        deadline: Option<Instant>,
     },
     Abort {
         request_id: String,
@@ -67,9 +81,21 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Queues a validated request; its events arrive on `events`.
-    pub fn add(&self, request: ValidRequest, events: UnboundedSender<StreamEvent>) -> bool {
-        self.commands.send(Command::Add { request, events }).is_ok()
+    /// Queues a validated request; its events arrive on `events`. Past `deadline` it is
+    /// aborted and its samples end with [`Finish::Deadline`].
+    pub fn add(
+        &self,
+        request: ValidRequest,
+        events: UnboundedSender<StreamEvent>,
+        deadline: Option<Instant>,
+    ) -> bool {
+        self.commands
+            .send(Command::Add {
+                request,
+                events,
+                deadline,
+            })
+            .is_ok()
     }
 
     /// Aborts a request by id (unknown ids are ignored).
@@ -92,10 +118,14 @@ impl EngineHandle {
     }
 }
 
+/// One sample of a request in flight.
 struct Active {
     request_id: String,
+    index: u32,
     events: UnboundedSender<StreamEvent>,
     output: OutputState,
+    logprobs: bool,
+    deadline: Option<Instant>,
 }
 
 /// The engine's state, run on its own thread by [`spawn`].
@@ -104,7 +134,8 @@ struct Engine {
     executor: Box<dyn Executor>,
     tokenizer: Option<Arc<TextTokenizer>>,
     active: HashMap<SeqId, Active>,
-    ids: HashMap<String, SeqId>,
+    /// Request id → the sequences of its samples.
+    ids: HashMap<String, Vec<SeqId>>,
     next_seq: SeqId,
     started: Instant,
     stats: Arc<Mutex<SchedulerStats>>,
@@ -149,6 +180,18 @@ fn finish_of(reason: FinishReason) -> Finish {
     }
 }
 
+/// The seed of sample `index`: the request's for sample 0, a splitmix64 step away for the
+/// others (distinct and reproducible for a given request seed).
+pub fn sample_seed(seed: u64, index: u32) -> u64 {
+    if index == 0 {
+        return seed;
+    }
+    let mut z = seed.wrapping_add(u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Engine {
     fn run(mut self, rx: Receiver<Command>) {
         loop {
@@ -169,6 +212,7 @@ impl Engine {
                 }
             }
             self.drop_abandoned();
+            self.expire();
             if let Err(message) = self.iterate() {
                 tracing::error!("engine step failed: {message}");
                 self.close_all(&message);
@@ -182,9 +226,14 @@ impl Engine {
     /// Applies one command; false on shutdown.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Add { request, events } => self.add(request, events),
+            Command::Add {
+                request,
+                events,
+                deadline,
+            } => self.add(request, events, deadline),
             Command::Abort { request_id } => {
-                if let Some(&seq) = self.ids.get(&request_id) {
+                let seqs = self.ids.get(&request_id).cloned().unwrap_or_default();
+                for seq in seqs {
                     self.scheduler.abort(seq);
                     self.finish(seq, Finish::Abort, None, None);
                 }
@@ -194,9 +243,15 @@ impl Engine {
         true
     }
 
-    fn add(&mut self, req: ValidRequest, events: UnboundedSender<StreamEvent>) {
+    fn add(
+        &mut self,
+        req: ValidRequest,
+        events: UnboundedSender<StreamEvent>,
+        deadline: Option<Instant>,
+    ) {
         let fail = |message: String| {
             let _ = events.send(StreamEvent::Finished {
+                index: 0,
                 reason: Finish::Error,
                 output_ids: Vec::new(),
                 matched_stop: None,
@@ -207,38 +262,68 @@ impl Engine {
         if self.ids.contains_key(&req.request_id) {
             return fail(format!("request id {} is already running", req.request_id));
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let sampling = SamplingParams {
+        let params = SamplingParams {
             temperature: req.sampling.temperature,
             top_k: req.sampling.top_k as usize,
             top_p: req.sampling.top_p,
             seed: req.sampling.seed,
         };
-        if let Err(e) = self.executor.register(seq, sampling) {
-            return fail(e.to_string());
+        // Every rank must draw the same random stream: settle the seed here.
+        let seed = req.sampling.seed.unwrap_or_else(rand::random);
+        let arrival = self.started.elapsed().as_secs_f64();
+        let mut seqs = Vec::with_capacity(req.n as usize);
+        for index in 0..req.n.max(1) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let sampling =
+                wire::sampling_state(&params, sample_seed(seed, index), req.sampling.logprobs);
+            let mut sched = SchedRequest::new(seq, req.prompt_ids.clone(), req.max_tokens, arrival);
+            sched.min_tokens = req.min_tokens;
+            sched.stop_token_ids = req.stop_token_ids.clone();
+            sched.ignore_eos = req.ignore_eos;
+            sched.fork_of = seqs.first().copied();
+            let added = self
+                .executor
+                .register(seq, sampling)
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.scheduler.add_request(sched).map_err(|e| e.to_string()));
+            if let Err(message) = added {
+                for &s in &seqs {
+                    self.scheduler.abort(s);
+                }
+                return fail(message);
+            }
+            seqs.push(seq);
         }
-        let mut sched = SchedRequest::new(
-            seq,
-            req.prompt_ids.clone(),
-            req.max_tokens,
-            self.started.elapsed().as_secs_f64(),
-        );
-        sched.min_tokens = req.min_tokens;
-        sched.stop_token_ids = req.stop_token_ids.clone();
-        sched.ignore_eos = req.ignore_eos;
-        if let Err(e) = self.scheduler.add_request(sched) {
-            return fail(e.to_string());
+        for (index, &seq) in seqs.iter().enumerate() {
+            self.active.insert(
+                seq,
+                Active {
+                    request_id: req.request_id.clone(),
+                    index: index as u32,
+                    events: events.clone(),
+                    output: OutputState::new(req.prompt_ids.len() as u32, req.stop.clone()),
+                    logprobs: req.sampling.logprobs.is_some(),
+                    deadline,
+                },
+            );
         }
-        self.ids.insert(req.request_id.clone(), seq);
-        self.active.insert(
-            seq,
-            Active {
-                request_id: req.request_id,
-                events,
-                output: OutputState::new(req.prompt_ids.len() as u32, req.stop),
-            },
-        );
+        self.ids.insert(req.request_id, seqs);
+    }
+
+    /// Aborts requests whose deadline passed: their samples end with [`Finish::Deadline`].
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<SeqId> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.deadline.is_some_and(|d| d <= now))
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in expired {
+            self.scheduler.abort(seq);
+            self.finish(seq, Finish::Deadline, None, None);
+        }
     }
 
     /// Aborts requests whose client went away.
@@ -268,6 +353,7 @@ impl Engine {
             .scheduler
             .update(&out, &step)
             .map_err(|e| e.to_string())?;
+        let mut step = step;
         for u in updates {
             let Some(active) = self.active.get_mut(&u.id) else {
                 continue;
@@ -279,10 +365,16 @@ impl Engine {
                 prompt_tokens: active.output.prompt_tokens,
                 completion_tokens: active.output.completion_tokens(),
             };
+            let logprobs = match (active.logprobs, step.logprobs.remove(&u.id)) {
+                (true, Some(lp)) => vec![lp],
+                _ => Vec::new(),
+            };
             if !delta.token_ids.is_empty() || !delta.text.is_empty() {
                 let _ = active.events.send(StreamEvent::Tokens {
+                    index: active.index,
                     token_ids: delta.token_ids,
                     text: delta.text,
+                    logprobs,
                     usage,
                 });
             }
@@ -305,7 +397,12 @@ impl Engine {
         message: Option<String>,
     ) {
         if let Some(mut active) = self.active.remove(&seq) {
-            self.ids.remove(&active.request_id);
+            if let Some(seqs) = self.ids.get_mut(&active.request_id) {
+                seqs.retain(|&s| s != seq);
+                if seqs.is_empty() {
+                    self.ids.remove(&active.request_id);
+                }
+            }
             let usage = TokenUsage {
                 prompt_tokens: active.output.prompt_tokens,
                 completion_tokens: active.output.completion_tokens(),
@@ -314,13 +411,16 @@ impl Engine {
                 let rest = active.output.flush(self.tokenizer.as_deref());
                 if !rest.is_empty() {
                     let _ = active.events.send(StreamEvent::Tokens {
+                        index: active.index,
                         token_ids: Vec::new(),
                         text: rest,
+                        logprobs: Vec::new(),
                         usage,
                     });
                 }
             }
             let _ = active.events.send(StreamEvent::Finished {
+                index: active.index,
                 reason,
                 usage,
                 output_ids: active.output.output_ids,

@@ -10,6 +10,9 @@ pub enum Finish {
     Length,
     Abort,
     Error,
+    /// The request's deadline (`grpc-timeout`) passed: aborted, and the stream ends with
+    /// `DEADLINE_EXCEEDED`.
+    Deadline,
 }
 
 /// What one request has produced so far.

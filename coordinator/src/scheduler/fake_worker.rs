@@ -39,6 +39,9 @@ pub enum FakeWorkerError {
 struct WorkerSeq {
     tokens: Vec<u32>,
     num_computed: usize,
+    /// Prompt tokens it started with in blocks another sequence computed (`num_computed` of
+    /// its `NewRequest`).
+    shared: usize,
     blocks: Vec<BlockId>,
 }
 
@@ -112,6 +115,7 @@ impl FakeWorker {
                 WorkerSeq {
                     tokens: r.prompt_ids.clone(),
                     num_computed: r.num_computed as usize,
+                    shared: r.num_computed as usize,
                     blocks: r.block_ids.clone(),
                 },
             );
@@ -124,6 +128,7 @@ impl FakeWorker {
             if r.resumed {
                 s.tokens = r.resumed_token_ids.clone();
                 s.num_computed = 0;
+                s.shared = 0;
                 s.blocks = r.new_block_ids.clone();
             } else {
                 s.blocks.extend_from_slice(&r.new_block_ids);
@@ -133,6 +138,7 @@ impl FakeWorker {
         Ok(StepOutput {
             step_id: step,
             tokens,
+            ..StepOutput::default()
         })
     }
 
@@ -186,7 +192,10 @@ impl FakeWorker {
             let block = s.blocks[pos / bs];
             let found = self.pool[block as usize * bs + pos % bs];
             match found {
-                Some((fs, fp, ft)) if fs == seq && fp == pos && ft == s.tokens[pos] => {
+                // Positions before `shared` were computed by the sequence it forked from.
+                Some((fs, fp, ft))
+                    if (fs == seq || pos < s.shared) && fp == pos && ft == s.tokens[pos] =>
+                {
                     history.push(ft)
                 }
                 _ => {

@@ -8,6 +8,8 @@
 
 use super::block_manager::BlockId;
 use super::request::{FinishReason, SeqId};
+use bitnet_worker::TokenLogprobs;
+use std::collections::HashMap;
 
 /// A sequence the workers have not seen (`NewRequest` on the wire).
 #[derive(Debug, Clone, PartialEq)]
@@ -95,10 +97,13 @@ pub struct SampledToken {
 
 /// What the workers produced for one step: a token for every sequence whose scheduled tokens
 /// reached the end of what it knows (a sequence mid-prefill produces none).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StepOutput {
     pub step_id: u64,
     pub tokens: Vec<SampledToken>,
+    /// Logprobs of each sampled token, by sequence (only meaningful for sequences that asked;
+    /// the scheduler ignores them, output processing streams them).
+    pub logprobs: HashMap<SeqId, TokenLogprobs>,
 }
 
 /// What one request gained in a step.

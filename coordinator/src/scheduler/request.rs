@@ -25,6 +25,10 @@ pub struct SchedRequest {
     pub ignore_eos: bool,
     /// When the request arrived, in the engine's clock (seconds); gives the queue time.
     pub arrival: f64,
+    /// Another sample of the same prompt (`n > 1`): this sequence waits until that one has
+    /// computed the prompt, then starts on its full prompt blocks (shared, reference-counted)
+    /// and computes only the rest.
+    pub fork_of: Option<SeqId>,
 }
 
 impl SchedRequest {
@@ -38,6 +42,7 @@ impl SchedRequest {
             stop_token_ids: Vec::new(),
             ignore_eos: false,
             arrival,
+            fork_of: None,
         }
     }
 }
@@ -71,8 +76,19 @@ impl FinishReason {
 /// Where a sequence is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SeqStatus {
+    /// A fork waiting for its parent to compute the prompt (not in the waiting queue).
+    Held,
     Waiting,
     Running,
+}
+
+/// Blocks a fork may start on: its parent's first full prompt blocks, valid while the parent
+/// runs without having been preempted since (a preempted parent lost them).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PrefixHint {
+    pub parent: SeqId,
+    pub parent_preemptions: u32,
+    pub blocks: Vec<u32>,
 }
 
 /// A request's mutable state inside the scheduler.
@@ -91,6 +107,10 @@ pub(crate) struct SeqState {
     /// When the request was first scheduled (engine clock).
     pub first_scheduled: Option<f64>,
     pub num_preemptions: u32,
+    /// Held forks of this sequence, released when it samples (its prompt is then computed).
+    pub forks: Vec<SeqId>,
+    /// For a released fork: the parent's blocks to start on.
+    pub prefix: Option<PrefixHint>,
 }
 
 impl SeqState {
@@ -104,6 +124,8 @@ impl SeqState {
             preempted: false,
             first_scheduled: None,
             num_preemptions: 0,
+            forks: Vec::new(),
+            prefix: None,
         }
     }
 

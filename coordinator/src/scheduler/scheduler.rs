@@ -14,11 +14,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use thiserror::Error;
 
-use super::block_manager::{BlockError, BlockManager};
+use super::block_manager::{BlockError, BlockId, BlockManager};
 use super::output::{
     NewSeq, RequestUpdate, RunningSeq, SchedulerOutput, SchedulerStats, StepOutput,
 };
-use super::request::{SchedRequest, SeqId, SeqState, SeqStatus};
+use super::request::{PrefixHint, SchedRequest, SeqId, SeqState, SeqStatus};
 
 /// Limits the scheduler plans within.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,8 @@ pub struct Scheduler {
     in_flight: Option<u64>,
     requests_finished: u64,
     num_preemptions: u64,
+    /// Forks waiting for their parent's prompt (counted as waiting in the stats).
+    num_held: usize,
 }
 
 impl Scheduler {
@@ -125,6 +127,7 @@ impl Scheduler {
             in_flight: None,
             requests_finished: 0,
             num_preemptions: 0,
+            num_held: 0,
         })
     }
 
@@ -161,9 +164,78 @@ impl Scheduler {
                 limit: self.context_limit,
             });
         }
-        self.seqs.insert(id, SeqState::new(req));
+        let mut state = SeqState::new(req);
+        if let Some(parent) = state.req.fork_of {
+            let same_prompt = |p: &SeqState| p.req.prompt_ids == state.req.prompt_ids;
+            match self.seqs.get_mut(&parent) {
+                Some(p) if same_prompt(p) && p.num_output() == 0 => {
+                    // The parent's prompt is not computed yet: wait for it.
+                    p.forks.push(id);
+                    state.status = SeqStatus::Held;
+                    self.num_held += 1;
+                    self.seqs.insert(id, state);
+                    return Ok(());
+                }
+                Some(p) if same_prompt(p) => state.prefix = self.prefix_hint(parent),
+                _ => {}
+            }
+        }
+        self.seqs.insert(id, state);
         self.waiting.push_back(id);
         Ok(())
+    }
+
+    /// The full prompt blocks of `parent` a fork can start on (all but the block holding the
+    /// last prompt token, which the fork recomputes to get its own first logits), if the
+    /// parent runs and has computed its prompt.
+    fn prefix_hint(&self, parent: SeqId) -> Option<PrefixHint> {
+        let p = self.seqs.get(&parent)?;
+        let full = (p.prompt_len() - 1) / self.config.block_size;
+        let table = self.blocks.block_table(parent);
+        let ready = p.status == SeqStatus::Running && p.num_output() > 0;
+        (ready && full > 0 && table.len() >= full).then(|| PrefixHint {
+            parent,
+            parent_preemptions: p.num_preemptions,
+            blocks: table[..full].to_vec(),
+        })
+    }
+
+    /// Whether a fork may still start on the blocks of `hint`: the parent runs, was not
+    /// preempted since (so the blocks still hold its prompt), and still holds them.
+    fn hint_valid(&self, hint: &PrefixHint) -> bool {
+        self.seqs.get(&hint.parent).is_some_and(|p| {
+            p.status == SeqStatus::Running
+                && p.num_preemptions == hint.parent_preemptions
+                && self
+                    .blocks
+                    .block_table(hint.parent)
+                    .starts_with(&hint.blocks)
+        })
+    }
+
+    /// Moves the held forks of `id` to the front of the waiting queue (in order), with the
+    /// parent's prompt blocks to start on when it can offer them.
+    fn release_forks(&mut self, id: SeqId) {
+        let Some(state) = self.seqs.get_mut(&id) else {
+            return;
+        };
+        let forks = std::mem::take(&mut state.forks);
+        if forks.is_empty() {
+            return;
+        }
+        let hint = self.prefix_hint(id);
+        for &f in forks.iter().rev() {
+            if let Some(fs) = self
+                .seqs
+                .get_mut(&f)
+                .filter(|s| s.status == SeqStatus::Held)
+            {
+                fs.status = SeqStatus::Waiting;
+                fs.prefix = hint.clone();
+                self.num_held -= 1;
+                self.waiting.push_front(f);
+            }
+        }
     }
 
     /// Ends a request wherever it is and frees its blocks at once; the workers hear of it in
@@ -174,6 +246,13 @@ impl Scheduler {
             return false;
         };
         match state.status {
+            SeqStatus::Held => {
+                let parent = state.req.fork_of;
+                if let Some(p) = parent.and_then(|p| self.seqs.get_mut(&p)) {
+                    p.forks.retain(|&f| f != id);
+                }
+                self.num_held -= 1;
+            }
             SeqStatus::Waiting => self.waiting.retain(|&w| w != id),
             SeqStatus::Running => self.running.retain(|&r| r != id),
         }
@@ -260,31 +339,35 @@ impl Scheduler {
         preempted_any
     }
 
-    /// The admission pass of [`schedule`](Self::schedule).
+    /// The admission pass of [`schedule`](Self::schedule). A fork whose parent still offers
+    /// its prompt blocks starts on them (their reference counts go up) and computes the rest.
     fn schedule_waiting(&mut self, now: f64, budget: &mut usize, out: &mut SchedulerOutput) {
         while let Some(&id) = self.waiting.front() {
             if *budget == 0 || self.running.len() >= self.config.max_num_seqs {
                 break;
             }
             let state = &self.seqs[&id];
-            let num_new = state.num_uncomputed().min(*budget);
-            if !self
-                .blocks
-                .can_allocate(self.blocks.blocks_for_tokens(num_new))
-            {
+            let shared: Vec<BlockId> = match &state.prefix {
+                Some(h) if !state.known_to_workers && self.hint_valid(h) => h.blocks.clone(),
+                _ => Vec::new(),
+            };
+            let base = shared.len() * self.config.block_size;
+            let num_new = (state.tokens.len() - base).min(*budget);
+            let needed = self.blocks.blocks_for_tokens(base + num_new) - shared.len();
+            if !self.blocks.can_allocate(needed) {
                 break;
             }
             let block_ids = self
                 .blocks
-                .allocate_for(id, num_new)
+                .allocate_with_prefix(id, &shared, base + num_new)
                 .expect("waiting sequences hold no blocks and the pool was checked");
             self.waiting.pop_front();
             self.running.push(id);
             *budget -= num_new;
             let state = self.seqs.get_mut(&id).expect("waiting sequences exist");
             state.status = SeqStatus::Running;
-            let num_computed = state.num_computed as u32;
-            state.num_computed += num_new;
+            state.prefix = None;
+            state.num_computed = base + num_new;
             let first_scheduled = *state.first_scheduled.get_or_insert(now);
             if state.known_to_workers {
                 debug_assert!(state.preempted);
@@ -301,7 +384,7 @@ impl Scheduler {
                 out.new_requests.push(NewSeq {
                     seq_id: id,
                     prompt_ids: state.req.prompt_ids.clone(),
-                    num_computed,
+                    num_computed: base as u32,
                     num_scheduled: num_new as u32,
                     block_ids,
                     queue_time_s: (first_scheduled - state.req.arrival).max(0.0),
@@ -318,6 +401,7 @@ impl Scheduler {
         state.num_computed = 0;
         state.status = SeqStatus::Waiting;
         state.preempted = true;
+        state.prefix = None;
         state.num_preemptions += 1;
         self.num_preemptions += 1;
         self.waiting.push_front(id);
@@ -391,6 +475,8 @@ impl Scheduler {
             let state = self.seqs.get_mut(&id).expect("validated above");
             state.tokens.push(token);
             let finished = state.check_finish(&self.config.eos_token_ids, self.context_limit);
+            // Its prompt is computed: held forks can start on its blocks.
+            self.release_forks(id);
             if finished.is_some() {
                 ended.push(id);
             }
@@ -412,6 +498,8 @@ impl Scheduler {
 
     /// Forgets an ended sequence (already out of `waiting` and `running`) and frees its blocks.
     fn retire(&mut self, id: SeqId) {
+        // Forks still held (the parent ends before its prompt is done) start on their own.
+        self.release_forks(id);
         let state = self.seqs.remove(&id).expect("retired sequences exist");
         if self.blocks.contains(id) {
             self.blocks.free(id).expect("checked above");
@@ -456,7 +544,7 @@ impl Scheduler {
     pub fn stats(&self) -> SchedulerStats {
         SchedulerStats {
             running: self.running.len(),
-            waiting: self.waiting.len(),
+            waiting: self.waiting.len() + self.num_held,
             kv_usage: self.blocks.usage(),
             kv_blocks_used: self.blocks.num_used_blocks(),
             kv_blocks_total: self.blocks.num_blocks(),

@@ -339,6 +339,7 @@ fn step_with(s: &mut Scheduler, token: u32) -> Vec<RequestUpdate> {
         &StepOutput {
             step_id: o.step_id,
             tokens,
+            ..StepOutput::default()
         },
     )
     .unwrap()
@@ -467,6 +468,7 @@ fn rejected_requests_and_bad_step_outputs() {
                 token_id: 3,
             },
         ],
+        ..StepOutput::default()
     };
     let wrong_step = StepOutput {
         step_id: 99,
@@ -515,6 +517,7 @@ fn rejected_requests_and_bad_step_outputs() {
             seq_id: 1,
             token_id: 3,
         }],
+        ..StepOutput::default()
     };
     assert_eq!(
         s.update(&o, &early),
@@ -546,4 +549,96 @@ fn stats_count_running_waiting_and_kv() {
     );
     assert!((st.kv_usage - 0.4).abs() < 1e-12);
     assert_eq!(st.steps, 1);
+}
+
+fn fork(id: SeqId, parent: SeqId, len: usize, max_tokens: u32) -> SchedRequest {
+    let mut r = SchedRequest::new(id, prompt(parent, len), max_tokens, 0.0);
+    r.fork_of = Some(parent);
+    r
+}
+
+#[test]
+fn forks_wait_for_the_prompt_then_share_its_full_blocks() {
+    let mut s = Scheduler::new(config(64, 8, 256)).unwrap();
+    let mut w = FakeWorker::new(16, 64, VOCAB);
+    s.add_request(req(1, 40, 5)).unwrap();
+    s.add_request(fork(2, 1, 40, 5)).unwrap();
+    s.add_request(fork(3, 1, 40, 5)).unwrap();
+    assert_eq!(s.stats().waiting, 3);
+
+    let o0 = s.schedule(0.0);
+    let ids: Vec<SeqId> = o0.scheduled_ids().collect();
+    assert_eq!(ids, vec![1], "forks wait for the parent's prompt");
+    let parent_table = o0.new_requests[0].block_ids.clone();
+    let st = w.step(&o0).unwrap();
+    s.update(&o0, &st).unwrap();
+
+    let o1 = s.schedule(0.1);
+    check_step(&s, &o1);
+    assert_eq!(o1.new_requests.len(), 2);
+    for n in &o1.new_requests {
+        // (40 - 1) / 16 = 2 full blocks shared; the last 8 prompt tokens recomputed.
+        assert_eq!((n.num_computed, n.num_scheduled), (32, 8), "{n:?}");
+        assert_eq!(n.block_ids[..2], parent_table[..2]);
+        assert!(!parent_table.contains(&n.block_ids[2]), "own last block");
+    }
+    for &b in &parent_table[..2] {
+        assert_eq!(s.block_manager().ref_count(b), Some(3));
+    }
+    let st = w.step(&o1).unwrap();
+    let first = s.update(&o1, &st).unwrap();
+    let run = drive(&mut s, &mut w);
+    let (alone, reason) = solo(&req(1, 40, 5), &[]);
+    for id in [2, 3] {
+        let mut got = first
+            .iter()
+            .find(|u| u.id == id)
+            .unwrap()
+            .new_token_ids
+            .clone();
+        got.extend(&run.outputs[&id].0);
+        assert_eq!(
+            (got, run.outputs[&id].1),
+            (alone.clone(), reason),
+            "fork {id}"
+        );
+    }
+}
+
+#[test]
+fn forks_of_an_aborted_parent_or_aborted_while_held_still_end_cleanly() {
+    let mut s = Scheduler::new(config(64, 8, 256)).unwrap();
+    let mut w = FakeWorker::new(16, 64, VOCAB);
+    s.add_request(req(1, 40, 5)).unwrap();
+    s.add_request(fork(2, 1, 40, 5)).unwrap();
+    s.add_request(fork(3, 1, 40, 5)).unwrap();
+    assert!(s.abort(3), "a held fork can be aborted");
+    assert_eq!(s.stats().waiting, 2);
+    let o0 = s.schedule(0.0);
+    let st = w.step(&o0).unwrap();
+    // The parent ends before its prompt is done: its fork starts on its own.
+    assert!(s.abort(1));
+    s.update(&o0, &st).unwrap();
+    let o1 = s.schedule(0.1);
+    assert_eq!(o1.new_requests.len(), 1);
+    assert_eq!(o1.new_requests[0].num_computed, 0, "nothing to share");
+    let st = w.step(&o1).unwrap();
+    let mut got = s.update(&o1, &st).unwrap()[0].new_token_ids.clone();
+    let run = drive(&mut s, &mut w);
+    got.extend(&run.outputs[&2].0);
+    assert_eq!(got, solo(&req(1, 40, 5), &[]).0);
+}
+
+#[test]
+fn a_fork_of_a_preempted_parent_recomputes_the_prompt() {
+    // 6 blocks: the parent (40 + 30 tokens → 5 blocks) and a fork must preempt one another.
+    let mut s = Scheduler::new(config(6, 8, 256)).unwrap();
+    let mut w = FakeWorker::new(16, 6, VOCAB);
+    s.add_request(req(1, 40, 30)).unwrap();
+    s.add_request(fork(2, 1, 40, 30)).unwrap();
+    let run = drive(&mut s, &mut w);
+    let alone = solo(&req(1, 40, 30), &[]);
+    assert_eq!(run.outputs[&1], alone);
+    assert_eq!(run.outputs[&2], alone);
+    assert!(s.stats().num_preemptions_total > 0);
 }

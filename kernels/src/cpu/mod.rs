@@ -16,7 +16,7 @@ pub mod ternary;
 
 pub use dispatch::CpuPath;
 
-use crate::backend::{AttentionShape, Backend};
+use crate::backend::{AttentionShape, Backend, PagedKv};
 use crate::error::KernelError;
 use crate::reference::projection_rows;
 use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
@@ -220,6 +220,15 @@ impl Backend for CpuBackend {
         out: &mut [f32],
     ) -> Result<(), KernelError> {
         ops::attention(self, shape, q, k, v, out)
+    }
+    fn paged_attention(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &PagedKv<'_>,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        ops::attention::paged_attention(self, shape, q, kv, out)
     }
     fn silu_mul(&self, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
         ops::silu_mul(self, g, u, o)

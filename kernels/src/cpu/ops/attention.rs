@@ -1,6 +1,12 @@
-//! Causal GQA attention on the CPU: one task per (query, kv head) pair computes the scores,
-//! softmax and weighted sum of the `n_heads / n_kv_heads` query heads that share the kv head, so
-//! each K and V row is read from memory once per group (and stays in L1 for the group's heads).
+//! Causal GQA attention on the CPU, over a contiguous or a paged key/value history: one task per
+//! (query, kv head) pair computes the scores, softmax and weighted sum of the
+//! `n_heads / n_kv_heads` query heads that share the kv head, so each K and V row is read from
+//! memory once per group (and stays in L1 for the group's heads).
+//!
+//! Every history is paged: a task finds token `j`'s row through the block table with one shift,
+//! one mask and one table load (block sizes are powers of two), and the rows of a block are
+//! contiguous; a contiguous history is a single block large enough for every token, so both
+//! entry points share the kernels.
 //!
 //! Tasks run on the backend's pool when the call is large (prefill, long decode contexts),
 //! otherwise on the calling thread. Scores live in a per-thread scratch vector that only grows
@@ -10,9 +16,9 @@
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 use super::{dispatch, scalar};
-use crate::backend::AttentionShape;
+use crate::backend::{AttentionShape, PagedKv};
 use crate::cpu::{CpuBackend, CpuPath};
-use crate::error::KernelError;
+use crate::error::{check_len, KernelError};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -31,9 +37,13 @@ thread_local! {
 pub struct GroupTask<'a> {
     /// `group × head_dim` query rows.
     pub q: &'a [f32],
-    /// The whole key and value caches (`ctx_len × kv_stride`).
+    /// The key and value rows of the pool (`rows × kv_stride`), read through `table`.
     pub k: &'a [f32],
     pub v: &'a [f32],
+    /// Block table: token `j` lives in row `table[j >> block_shift] << block_shift | j & mask`.
+    pub table: &'a [u32],
+    /// `log2` of the block size (a contiguous history is one block of `2^shift ≥ ctx_len`).
+    pub block_shift: u32,
     /// Floats per cached token (`n_kv_heads · head_dim`).
     pub kv_stride: usize,
     /// Offset of this kv head inside a cached token.
@@ -47,24 +57,47 @@ pub struct GroupTask<'a> {
 }
 
 impl GroupTask<'_> {
+    /// Pool row of cached token `j`.
+    #[inline(always)]
+    fn row(&self, j: usize) -> usize {
+        let mask = (1usize << self.block_shift) - 1;
+        ((self.table[j >> self.block_shift] as usize) << self.block_shift) | (j & mask)
+    }
+
     /// Key row of cached token `j`.
+    #[inline(always)]
     pub fn key(&self, j: usize) -> &[f32] {
-        &self.k[j * self.kv_stride + self.kv_offset..][..self.head_dim]
+        &self.k[self.row(j) * self.kv_stride + self.kv_offset..][..self.head_dim]
     }
 
     /// Value row of cached token `j`.
+    #[inline(always)]
     pub fn value(&self, j: usize) -> &[f32] {
-        &self.v[j * self.kv_stride + self.kv_offset..][..self.head_dim]
+        &self.v[self.row(j) * self.kv_stride + self.kv_offset..][..self.head_dim]
     }
 }
 
-/// See [`crate::Backend::attention`].
+/// See [`crate::Backend::attention`]: a contiguous history is one block holding every token.
 pub fn attention(
     b: &CpuBackend,
     shape: &AttentionShape,
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    crate::reference::check_attention_shape(shape, q, k, v, out)?;
+    let shift = shape.ctx_len.max(1).next_power_of_two().trailing_zeros();
+    run(b, shape, q, (k, v, &[0], shift), out);
+    Ok(())
+}
+
+/// See [`crate::Backend::paged_attention`]: keys and values are read in place, block by block.
+pub fn paged_attention(
+    b: &CpuBackend,
+    shape: &AttentionShape,
+    q: &[f32],
+    kv: &PagedKv<'_>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let AttentionShape {
@@ -74,11 +107,43 @@ pub fn attention(
         n_queries,
         ctx_len,
     } = *shape;
-    crate::reference::check_attention_shape(shape, q, k, v, out)?;
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || n_queries > ctx_len {
+        return Err(KernelError::Shape {
+            op: "paged_attention",
+            reason: format!("{shape:?} is not a valid causal GQA shape"),
+        });
+    }
+    check_len("paged_attention", "q", n_queries * n_heads * hd, q.len())?;
+    check_len("paged_attention", "out", q.len(), out.len())?;
+    crate::reference::check_paged_kv(shape, kv)?;
+    let shift = kv.block_size.trailing_zeros();
+    run(
+        b,
+        shape,
+        q,
+        (kv.keys, kv.values, kv.block_table, shift),
+        out,
+    );
+    Ok(())
+}
+
+/// Keys, values, block table and block shift of a (checked) history.
+type History<'a> = (&'a [f32], &'a [f32], &'a [u32], u32);
+
+/// Runs every (query, kv head) task of a checked call.
+fn run(b: &CpuBackend, shape: &AttentionShape, q: &[f32], kv: History<'_>, out: &mut [f32]) {
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+        n_queries,
+        ctx_len,
+    } = *shape;
+    let (k, v, table, block_shift) = kv;
     let group = n_heads / n_kv_heads;
     let width = group * hd;
     if width == 0 {
-        return Ok(());
+        return;
     }
     let path = b.path();
     let run = |c: usize, qg: &[f32], og: &mut [f32]| {
@@ -86,6 +151,8 @@ pub fn attention(
             q: qg,
             k,
             v,
+            table,
+            block_shift,
             kv_stride: n_kv_heads * hd,
             kv_offset: (c % n_kv_heads) * hd,
             head_dim: hd,
@@ -114,5 +181,4 @@ pub fn attention(
             run(c, qg, og);
         }
     }
-    Ok(())
 }
