@@ -46,7 +46,10 @@ fn check(fixture: &Fixture, backend: CudaBackend) -> Result<(), String> {
         })
         .map_err(|e| format!("{name}: generation failed: {e}"))?;
     if generation.token_ids != greedy {
-        return Err(format!("{name}: greedy {:?} vs {greedy:?}", generation.token_ids));
+        return Err(format!(
+            "{name}: greedy {:?} vs {greedy:?}",
+            generation.token_ids
+        ));
     }
     Ok(())
 }
@@ -68,7 +71,15 @@ fn every_fixture_matches_transformers_on_cuda() {
             failures.push(e);
         }
     }
-    println!("parity_cuda: {} fixtures on cuda, {} failures", dirs.len(), failures.len());
+    println!(
+        "parity_cuda: {} fixtures on cuda, {} failures",
+        dirs.len(),
+        failures.len()
+    );
     assert!(!dirs.is_empty(), "no fixture ran on CUDA");
-    assert!(failures.is_empty(), "fixture failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "fixture failures:\n{}",
+        failures.join("\n")
+    );
 }
