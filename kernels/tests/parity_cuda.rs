@@ -95,7 +95,9 @@ impl Parity {
             ));
             return;
         }
-        let bad = (0..got.len()).find(|&i| !((got[i] - want[i]).abs() <= tol(i)));
+        // A NaN difference fails too.
+        let within = |i: usize| (got[i] - want[i]).abs() <= tol(i);
+        let bad = (0..got.len()).find(|&i| !within(i));
         if let Some(i) = bad {
             self.failures.push(format!(
                 "{who}: [{i}] = {}, expected {} (tolerance {})",
