@@ -30,6 +30,9 @@ pub enum KernelError {
     /// A shape that the layout cannot represent.
     #[error("{op}: {reason}")]
     Shape { op: &'static str, reason: String },
+    /// A device (GPU) failure inside an op: a launch, a copy or a library call failed.
+    #[error("{op}: device error: {reason}")]
+    Device { op: &'static str, reason: String },
     /// A token id outside the embedding table.
     #[error("{op}: token id {id} is outside the vocabulary (size {vocab})")]
     TokenOutOfRange {

@@ -61,6 +61,11 @@ impl SignMatrix {
         self.cols
     }
 
+    /// Every row's packed bits, row after row (`rows · cols / 8` bytes).
+    pub fn bits(&self) -> &[u8] {
+        &self.bits
+    }
+
     /// The packed bits of one row (`cols / 8` bytes).
     pub fn row_bits(&self, row: usize) -> &[u8] {
         let n = self.cols / 8;

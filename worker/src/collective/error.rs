@@ -46,6 +46,19 @@ pub enum CollectiveError {
     },
     #[error("rank {rank}: the group is broken by an earlier failure ({op} refused)")]
     Broken { rank: usize, op: &'static str },
+    #[error("rank {rank}: {op} did not complete within {timeout:?} ({detail})")]
+    Stuck {
+        rank: usize,
+        op: &'static str,
+        timeout: Duration,
+        detail: String,
+    },
+    #[error("rank {rank}: {op} failed on the device: {reason}")]
+    Device {
+        rank: usize,
+        op: &'static str,
+        reason: String,
+    },
     #[error("invalid collective group: {0}")]
     Config(String),
 }

@@ -8,19 +8,35 @@
 //!
 //! - [`SingleRank`] (`single.rs`): a group of one, every operation a no-op;
 //! - [`LocalGroup`] / [`LocalCollective`] (`local.rs`): N ranks as threads of one process (tests);
-//! - [`TcpRing`] (`tcp.rs`): ranks in separate processes or hosts, a ring of TCP connections.
+//! - [`TcpRing`] (`tcp.rs`): ranks in separate processes or hosts, a ring of TCP connections;
+//! - `HostStaged` (`staged.rs`, feature `cuda`): device buffers copied to the host, reduced by
+//!   any of the above (the TCP ring between processes), copied back: TP = 2 on one GPU, which
+//!   NCCL refuses;
+//! - `NcclCollective` (`nccl.rs`, feature `nccl`): NCCL on the worker's compute stream, every
+//!   step under a deadline (a stuck step aborts the communicator and returns an error).
 //!
-//! An NCCL implementation (feature `nccl`, later) would override the typed operations.
+//! The two GPU ones also implement `DeviceCollective` (`device.rs`): the reductions on device
+//! buffers, which a device-resident forward pass calls.
 
+#[cfg(feature = "cuda")]
+mod device;
 mod error;
 mod local;
+#[cfg(feature = "nccl")]
+mod nccl;
 mod single;
+#[cfg(feature = "cuda")]
+mod staged;
 mod tcp;
 
 pub use error::CollectiveError;
 pub use local::{LocalCollective, LocalGroup};
+#[cfg(feature = "nccl")]
+pub use nccl::{NcclCollective, NCCL_ID_BYTES};
 pub use single::SingleRank;
 pub use tcp::{TcpRing, TcpRingConfig};
+#[cfg(feature = "cuda")]
+pub use {device::DeviceCollective, staged::HostStaged};
 
 use std::time::Duration;
 
