@@ -109,6 +109,14 @@ fn serve_reports_every_point_against_a_running_server() {
                 "{metric}"
             );
         }
+        let (wall, over) = (
+            p["step_wall_ms"].as_f64().unwrap(),
+            p["coordinator_overhead_ms_per_step"].as_f64().unwrap(),
+        );
+        assert!(
+            p["steps"].as_u64().unwrap() >= 4 && wall > 0.0 && over <= wall,
+            "{p}"
+        );
         // Every request met a 60 s TTFT.
         let goodput = p["goodput"].as_f64().unwrap();
         assert!((goodput - p["request_throughput"].as_f64().unwrap()).abs() < 1e-9);

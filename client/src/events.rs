@@ -189,4 +189,9 @@ pub struct ServerInfo {
     pub serving: bool,
     /// Sequences preempted (recomputed later) because the KV pool was full, since start.
     pub num_preemptions: u64,
+    /// Steps run since start, with their total wall time and the total compute the workers
+    /// reported: `(wall − worker) / steps` is the coordinator's overhead per step.
+    pub steps_timed: u64,
+    pub step_wall_ms_total: f64,
+    pub step_worker_ms_total: f64,
 }

@@ -153,6 +153,9 @@ pub(crate) fn server_info(s: pb::ServerInfo) -> ServerInfo {
         max_num_seqs: s.max_num_seqs,
         serving: s.serving,
         num_preemptions: s.num_preemptions,
+        steps_timed: s.steps_timed,
+        step_wall_ms_total: s.step_wall_ms_total,
+        step_worker_ms_total: s.step_worker_ms_total,
     }
 }
 

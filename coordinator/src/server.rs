@@ -211,6 +211,7 @@ impl Serving for ServingService {
         _: Request<GetServerInfoRequest>,
     ) -> Result<Response<ServerInfo>, Status> {
         let s = self.engine.stats();
+        let t = self.engine.step_timing();
         Ok(Response::new(ServerInfo {
             running: s.running as u32,
             waiting: s.waiting as u32,
@@ -223,6 +224,9 @@ impl Serving for ServingService {
             max_num_seqs: self.max_admitted,
             serving: true,
             num_preemptions: s.num_preemptions_total,
+            steps_timed: t.steps,
+            step_wall_ms_total: t.wall_ms,
+            step_worker_ms_total: t.worker_ms,
         }))
     }
 

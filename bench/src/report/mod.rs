@@ -302,12 +302,12 @@ fn serve_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
             j["input_len"],
             j["output_len"]
         );
-        md.push_str("| concurrency | rate | done | failed | req/s | output tok/s | TTFT median | TTFT p99 | TPOT median | ITL median | ITL p99 | E2E median | goodput |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| concurrency | rate | done | failed | req/s | output tok/s | TTFT median | TTFT p99 | TPOT median | ITL median | ITL p99 | E2E median | goodput | step ms | coordinator overhead ms/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         let (mut ttft, mut tpot) = (Vec::new(), Vec::new());
         for p in j["points"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p["concurrency"],
                 f(&p["request_rate"]).map_or("inf".into(), |r| format!("{r}")),
                 p["completed"],
@@ -321,12 +321,14 @@ fn serve_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
                 num(&p["itl"]["p99_ms"], 1),
                 num(&p["e2el"]["median_ms"], 1),
                 num(&p["goodput"], 2),
+                num(&p["step_wall_ms"], 2),
+                num(&p["coordinator_overhead_ms_per_step"], 3),
             );
             if let Some(rss) = p.get("rss").filter(|v| !v.is_null()) {
                 let n = rss["samples"].as_array().map_or(0, |s| s.len());
                 let _ = writeln!(
                     md,
-                    "|  | soak: {n} memory samples of {}, slope {} MiB/min |||||||||||||",
+                    "|  | soak: {n} memory samples of {}, slope {} MiB/min |||||||||||||||",
                     rss["process"].as_str().unwrap_or("?"),
                     num(&rss["slope_mib_per_min"], 3)
                 );

@@ -108,6 +108,13 @@ pub struct ServePoint {
     pub summary: ServeSummary,
     /// Resident memory of the servers during a soak run.
     pub rss: Option<RssSeries>,
+    /// Engine steps during the point and their mean wall time and worker compute (from the
+    /// server's per-step timings; `null` when the server does not report them).
+    pub steps: Option<u64>,
+    pub step_wall_ms: Option<f64>,
+    pub step_worker_ms: Option<f64>,
+    /// `step_wall_ms − step_worker_ms`: scheduling, the round trip, output processing.
+    pub coordinator_overhead_ms_per_step: Option<f64>,
 }
 
 /// A whole `serve` run. Field names are relied on by `bitnet-bench report`.
@@ -242,6 +249,7 @@ async fn run_async(args: &ServeArgs) -> Result<ServeReport> {
                 "load point: concurrency {concurrency}, rate {}",
                 rate_name(rate)
             );
+            let before = client.server_info().await.ok();
             let (records, duration_s, rss) = match args.duration {
                 Some(secs) => {
                     let interval = Duration::from_secs_f64(args.rss_interval.max(0.1));
@@ -263,7 +271,21 @@ async fn run_async(args: &ServeArgs) -> Result<ServeReport> {
                     (records, d, None)
                 }
             };
+            let after = client.server_info().await.ok();
+            let timing = before.zip(after).and_then(|(b, a)| {
+                let steps = a
+                    .steps_timed
+                    .checked_sub(b.steps_timed)
+                    .filter(|&s| s > 0)?;
+                let wall = (a.step_wall_ms_total - b.step_wall_ms_total) / steps as f64;
+                let worker = (a.step_worker_ms_total - b.step_worker_ms_total) / steps as f64;
+                Some((steps, wall, worker))
+            });
             points.push(ServePoint {
+                steps: timing.map(|t| t.0),
+                step_wall_ms: timing.map(|t| t.1),
+                step_worker_ms: timing.map(|t| t.2),
+                coordinator_overhead_ms_per_step: timing.map(|t| t.1 - t.2),
                 concurrency,
                 request_rate: rate.is_finite().then_some(rate),
                 num_prompts: records.len(),
@@ -336,6 +358,13 @@ fn print_table(report: &ServeReport) {
         );
         if let Some(g) = s.goodput {
             println!("      goodput {g:.2} req/s");
+        }
+        if let (Some(steps), Some(wall), Some(over)) =
+            (p.steps, p.step_wall_ms, p.coordinator_overhead_ms_per_step)
+        {
+            println!(
+                "      {steps} engine steps: {wall:.2} ms each, coordinator overhead {over:.3} ms/step"
+            );
         }
         for e in &s.errors {
             println!("      error: {e}");

@@ -237,6 +237,9 @@ impl Serving for Mock {
             max_num_seqs: 32,
             serving: true,
             num_preemptions: 0,
+            steps_timed: 7,
+            step_wall_ms_total: 70.0,
+            step_worker_ms_total: 63.0,
         }))
     }
 

@@ -39,6 +39,11 @@ pub trait Executor: Send {
     fn register(&mut self, seq: SeqId, sampling: SamplingState) -> Result<(), ExecutorError>;
     /// Runs one step and returns the sampled tokens.
     fn step(&mut self, out: &SchedulerOutput) -> Result<StepOutput, ExecutorError>;
+    /// Milliseconds of compute the workers reported for the last step (forward, collectives
+    /// and sampling of the slowest rank); 0 when unknown.
+    fn last_worker_ms(&self) -> f64 {
+        0.0
+    }
 }
 
 /// Checks the sampling settings of a sequence as a worker will read them.
@@ -53,6 +58,7 @@ pub struct InProcessExecutor<B: Backend> {
     model: Model<B>,
     runner: StepRunner,
     sampling: HashMap<SeqId, SamplingState>,
+    last_worker_ms: f64,
 }
 
 impl<B: Backend> InProcessExecutor<B> {
@@ -68,6 +74,7 @@ impl<B: Backend> InProcessExecutor<B> {
             model,
             runner: StepRunner::new(pool, max_model_len),
             sampling: HashMap::new(),
+            last_worker_ms: 0.0,
         })
     }
 
@@ -115,6 +122,12 @@ impl<B: Backend> Executor for InProcessExecutor<B> {
                 }
                 source => ExecutorError::Worker { step, source },
             })?;
+        let t = &reply.timings;
+        self.last_worker_ms = t.forward_ms + t.collective_ms + t.sample_ms;
         Ok(wire::tokens_output(step, &reply.tokens))
+    }
+
+    fn last_worker_ms(&self) -> f64 {
+        self.last_worker_ms
     }
 }

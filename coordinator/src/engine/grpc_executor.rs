@@ -36,6 +36,7 @@ pub struct GrpcExecutor {
     timeout: Duration,
     broken: Option<String>,
     failure: watch::Sender<Option<String>>,
+    last_worker_ms: f64,
 }
 
 impl GrpcExecutor {
@@ -61,6 +62,7 @@ impl GrpcExecutor {
             sampling: HashMap::new(),
             timeout,
             broken: None,
+            last_worker_ms: 0.0,
             failure,
         })
     }
@@ -133,6 +135,7 @@ impl Executor for GrpcExecutor {
             .filter_map(|r| r.timings.as_ref())
             .map(|t| t.forward_ms + t.sample_ms + t.collective_ms)
             .fold(0.0, f64::max);
+        self.last_worker_ms = worker_ms;
         tracing::debug!(
             step,
             round_trip_ms,
@@ -162,5 +165,9 @@ impl Executor for GrpcExecutor {
             }
         }
         Ok(first)
+    }
+
+    fn last_worker_ms(&self) -> f64 {
+        self.last_worker_ms
     }
 }

@@ -78,6 +78,16 @@ enum Command {
 pub struct EngineHandle {
     commands: Sender<Command>,
     stats: Arc<Mutex<SchedulerStats>>,
+    timing: Arc<Mutex<StepTiming>>,
+}
+
+/// Wall time and worker compute of every step since start; their difference is the
+/// coordinator's overhead (scheduling, the round trip to the workers, output processing).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTiming {
+    pub steps: u64,
+    pub wall_ms: f64,
+    pub worker_ms: f64,
 }
 
 impl EngineHandle {
@@ -112,6 +122,11 @@ impl EngineHandle {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
+    /// Per-step timings since start.
+    pub fn step_timing(&self) -> StepTiming {
+        self.timing.lock().map(|t| *t).unwrap_or_default()
+    }
+
     /// Asks the engine thread to finish every open request with `abort` and stop.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
@@ -139,6 +154,7 @@ struct Engine {
     next_seq: SeqId,
     started: Instant,
     stats: Arc<Mutex<SchedulerStats>>,
+    timing: Arc<Mutex<StepTiming>>,
 }
 
 /// Starts the engine thread.
@@ -149,6 +165,7 @@ pub fn spawn(
 ) -> (EngineHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(scheduler.stats()));
+    let timing = Arc::new(Mutex::new(StepTiming::default()));
     let engine = Engine {
         scheduler,
         executor,
@@ -158,6 +175,7 @@ pub fn spawn(
         next_seq: 1,
         started: Instant::now(),
         stats: stats.clone(),
+        timing: timing.clone(),
     };
     let thread = std::thread::Builder::new()
         .name("bitnet-engine".into())
@@ -167,6 +185,7 @@ pub fn spawn(
         EngineHandle {
             commands: tx,
             stats,
+            timing,
         },
         thread,
     )
@@ -342,6 +361,7 @@ impl Engine {
 
     /// One schedule → execute → update round.
     fn iterate(&mut self) -> Result<(), String> {
+        let started = Instant::now();
         let out = self
             .scheduler
             .schedule(self.started.elapsed().as_secs_f64());
@@ -384,6 +404,11 @@ impl Engine {
             } else if let Some(reason) = u.finished {
                 self.finish(u.id, finish_of(reason), None, None);
             }
+        }
+        if let Ok(mut t) = self.timing.lock() {
+            t.steps += 1;
+            t.wall_ms += started.elapsed().as_secs_f64() * 1e3;
+            t.worker_ms += self.executor.last_worker_ms();
         }
         Ok(())
     }
