@@ -466,8 +466,9 @@ impl DeviceOps<'_> {
         Ok(())
     }
 
-    /// Int8 dense projection with per-row scales: `out[t, o] = (Σ q[o, k] x[t, k]) · s[o]`
-    /// (`w` must hold [`DeviceDense::I8`]).
+    /// The int8 LM head (W8A8): `x` is quantized per token as every BitLinear input
+    /// (`quantize_rows`), then `out[t, o] = (Σ w[o, k] q[t, k]) as f32 · (s_w[o] / s_x[t])`
+    /// with exact i32 sums (`w` must hold [`DeviceDense::I8`]).
     pub fn dense_i8(
         &self,
         w: &DeviceDenseMatrix,
@@ -484,6 +485,15 @@ impl DeviceOps<'_> {
         if n * w.rows == 0 {
             return Ok(());
         }
+        let mut q = self
+            .stream
+            .alloc_zeros::<i8>(n * w.cols)
+            .map_err(|e| CudaError::driver("allocating int8 activations", e))?;
+        let mut q_scales = self
+            .stream
+            .alloc_zeros::<f32>(n)
+            .map_err(|e| CudaError::driver("allocating activation scales", e))?;
+        self.quantize_rows(x, n, w.cols, w.cols, &mut q, &mut q_scales)?;
         let f = self.kernels.get("dense_i8_matmul")?;
         let (r, c, n_i) = (w.rows as i32, w.cols as i32, n as i32);
         // SAFETY: argument list matches dense_i8_matmul.
@@ -492,7 +502,8 @@ impl DeviceOps<'_> {
                 .launch_builder(f)
                 .arg(values)
                 .arg(scales)
-                .arg(x)
+                .arg(&q)
+                .arg(&q_scales)
                 .arg(out)
                 .arg(&r)
                 .arg(&c)
