@@ -5,6 +5,7 @@
 
 mod plots;
 
+use crate::serve::soak::{slope, warmup_of};
 use anyhow::{bail, Context, Result};
 use plots::{line_chart, Series};
 use serde_json::Value;
@@ -325,12 +326,26 @@ fn serve_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
                 num(&p["coordinator_overhead_ms_per_step"], 3),
             );
             if let Some(rss) = p.get("rss").filter(|v| !v.is_null()) {
-                let n = rss["samples"].as_array().map_or(0, |s| s.len());
+                let samples: Vec<(f64, u64)> = rss["samples"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| Some((s[0].as_f64()?, s[1].as_u64()?)))
+                    .collect();
+                let warmup = warmup_of(&samples);
+                let steady: Vec<(f64, u64)> =
+                    samples.iter().copied().filter(|s| s.0 >= warmup).collect();
+                let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
                 let _ = writeln!(
                     md,
-                    "|  | soak: {n} memory samples of {}, slope {} MiB/min |||||||||||||||",
+                    "|  | soak: {} memory samples of {}: {:.1} → {:.1} MiB; slope {} MiB/min over the run, **{:+.3} MiB/min after the {:.0} s warm-up** |||||||||||||||",
+                    samples.len(),
                     rss["process"].as_str().unwrap_or("?"),
-                    num(&rss["slope_mib_per_min"], 3)
+                    samples.first().map_or(0.0, |s| mib(s.1)),
+                    samples.last().map_or(0.0, |s| mib(s.1)),
+                    num(&rss["slope_mib_per_min"], 3),
+                    slope(&steady) * 60.0 / (1u64 << 20) as f64,
+                    warmup
                 );
             }
             if let Some(x) = f(&p["output_throughput"]) {
@@ -367,11 +382,12 @@ fn serve_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
 fn energy_section(md: &mut String, model: &[&Run], sweep: &[&Run]) {
     let mut rows = Vec::new();
     for r in model {
-        rows.push((
-            r,
-            r.json["preset"].as_str().unwrap_or("?").to_string(),
-            r.json["energy"].clone(),
-        ));
+        let name = format!(
+            "{} ({} head), batch 1",
+            r.json["preset"].as_str().unwrap_or("?"),
+            r.json["lm_head"].as_str().unwrap_or("?")
+        );
+        rows.push((r, name, r.json["energy"].clone()));
     }
     for r in sweep {
         for m in r.json["models"].as_array().into_iter().flatten() {

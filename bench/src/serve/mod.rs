@@ -371,11 +371,13 @@ fn print_table(report: &ServeReport) {
         }
         if let Some(rss) = &p.rss {
             println!(
-                "      resident memory {:.1} → {:.1} MiB over {:.0} s, slope {:+.3} MiB/min",
+                "      resident memory {:.1} → {:.1} MiB over {:.0} s, slope {:+.3} MiB/min ({:+.3} after a {:.0} s warm-up)",
                 rss.first_mib(),
                 rss.last_mib(),
                 rss.span_s(),
-                rss.slope_mib_per_min
+                rss.slope_mib_per_min,
+                rss.steady_slope_mib_per_min,
+                rss.warmup_s
             );
         }
     }

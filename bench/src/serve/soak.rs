@@ -1,6 +1,8 @@
 //! A soak run: `concurrency` request loops kept busy for a fixed time (closed loop, prompts
 //! cycled), while the servers' resident memory is sampled; the least-squares slope of that
-//! series says whether memory grows under steady load.
+//! series says whether memory grows under steady load. The slope is reported over the whole
+//! run and over the steady part after a warm-up (the first [`WARMUP_FRACTION`] of the run,
+//! at least [`WARMUP_MIN_S`]), in which the KV pool's pages are first touched.
 
 use super::load::one_request;
 use super::metrics::RequestRecord;
@@ -12,6 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Share of a soak run counted as warm-up for the steady slope.
+pub const WARMUP_FRACTION: f64 = 0.1;
+/// Shortest warm-up, seconds.
+pub const WARMUP_MIN_S: f64 = 30.0;
+
 /// Resident memory samples `(seconds, bytes)` and their slope.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RssSeries {
@@ -20,15 +27,26 @@ pub struct RssSeries {
     pub samples: Vec<(f64, u64)>,
     /// Least-squares slope in MiB per minute (0 with fewer than two samples).
     pub slope_mib_per_min: f64,
+    /// The same over the samples after the warm-up.
+    pub steady_slope_mib_per_min: f64,
+    pub warmup_s: f64,
 }
 
 impl RssSeries {
     fn new(process: String, samples: Vec<(f64, u64)>) -> Self {
-        let slope = slope(&samples) * 60.0 / (1u64 << 20) as f64;
+        let per_min = |s: &[(f64, u64)]| slope(s) * 60.0 / (1u64 << 20) as f64;
+        let warmup_s = warmup_of(&samples);
+        let steady: Vec<(f64, u64)> = samples
+            .iter()
+            .copied()
+            .filter(|s| s.0 >= warmup_s)
+            .collect();
         Self {
             process,
+            slope_mib_per_min: per_min(&samples),
+            steady_slope_mib_per_min: per_min(&steady),
+            warmup_s,
             samples,
-            slope_mib_per_min: slope,
         }
     }
 
@@ -52,8 +70,14 @@ impl RssSeries {
     }
 }
 
+/// The warm-up of a series: [`WARMUP_FRACTION`] of its span, at least [`WARMUP_MIN_S`].
+pub fn warmup_of(samples: &[(f64, u64)]) -> f64 {
+    let span = samples.last().map_or(0.0, |s| s.0);
+    (span * WARMUP_FRACTION).max(WARMUP_MIN_S.min(span / 2.0))
+}
+
 /// Least-squares slope of `y` over `x` (bytes per second).
-fn slope(samples: &[(f64, u64)]) -> f64 {
+pub fn slope(samples: &[(f64, u64)]) -> f64 {
     let n = samples.len() as f64;
     if samples.len() < 2 {
         return 0.0;
@@ -123,5 +147,11 @@ mod tests {
         assert!((super::slope(&rising) - 10.0).abs() < 1e-12);
         let s = super::RssSeries::new("x".into(), vec![(0.0, 0), (60.0, 1 << 20)]);
         assert!((s.slope_mib_per_min - 1.0).abs() < 1e-12);
+        // A jump while the pool is first touched, then flat: only the whole-run slope sees it.
+        let mut samples = vec![(0.0, 0u64)];
+        samples.extend((1..=60).map(|i| (i as f64 * 10.0, 300u64 << 20)));
+        let s = super::RssSeries::new("x".into(), samples);
+        assert_eq!(s.warmup_s, 60.0);
+        assert!(s.slope_mib_per_min > 1.0 && s.steady_slope_mib_per_min.abs() < 1e-9);
     }
 }
