@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates docs/benchmarks.md on this machine: runs every benchmark of bitnet-bench into a
 # results folder (JSON files with machine, date, commit and command), then writes the report
-# and its SVG plots (docs/plots/). Takes about half an hour on 2 cores; SOAK_SECONDS=600 adds
+# and its SVG plots (docs/plots/); the JSON files are kept in docs/results/. Takes about half an hour on 2 cores; SOAK_SECONDS=600 adds
 # the 10-minute serving soak (memory slope of the coordinator and two worker processes).
 #
 #   scripts/bench-report.sh [RESULTS_DIR]
@@ -45,5 +45,7 @@ printf 'The quick brown fox jumps over the lazy dog.\nBitNet b1.58 stores every 
 run $B ppl --model tests/fixtures/bitnet-packed/model --text "$RESULTS/ppl.txt" --seqlen 64 \
     "${T[@]}" --json "$RESULTS/ppl-fixture.json"
 
-run $B report "$RESULTS" --out "$OUT" --note "Produced on this machine by \`scripts/bench-report.sh\` (results in \`$RESULTS\`). The \`bitnet-*\` and \`llama-*\` presets are random weights of the published shapes, run by the same engine; the perplexity row is a tiny random test fixture (the command for real checkpoints is the same). The GPU sections arrive with docs/gpu-results.md."
+# The JSON files travel with the report (docs/results) so every figure can be traced.
+rm -rf docs/results && mkdir -p docs/results && cp "$RESULTS"/*.json docs/results/
+run $B report docs/results --out "$OUT" --note "Produced on this machine by \`scripts/bench-report.sh\` (results in \`docs/results\`). The \`bitnet-*\` and \`llama-*\` presets are random weights of the published shapes, run by the same engine; the perplexity row is a tiny random test fixture (the command for real checkpoints is the same). The GPU sections arrive with docs/gpu-results.md."
 echo "wrote $OUT"
