@@ -68,13 +68,7 @@ pub struct ModelReport {
 
 /// Runs the model benchmark and prints a table (and writes JSON when asked).
 pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
-    let spec = presets::spec(&opts.preset).with_context(|| {
-        format!(
-            "unknown preset {:?}; known: {}",
-            opts.preset,
-            presets::names().join(", ")
-        )
-    })?;
+    let spec = presets::spec_or_err(&opts.preset)?;
     if opts.batches.is_empty() || opts.prompt_lens.is_empty() || opts.gen_len < 2 {
         bail!("--batch and --prompt-len must be non-empty and --gen-len at least 2");
     }

@@ -152,6 +152,12 @@ pub fn spec(name: &str) -> Option<SyntheticSpec> {
     }
 }
 
+/// [`spec`], or an error naming the known presets.
+pub fn spec_or_err(name: &str) -> anyhow::Result<SyntheticSpec> {
+    spec(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown preset {name:?}; known: {}", names().join(", ")))
+}
+
 /// Weight bytes of a spec without building it: 2-bit ternary (or f16 dense) projections plus
 /// f16 embedding and head, f32 norms.
 pub fn weight_bytes(spec: &SyntheticSpec) -> u64 {

@@ -101,17 +101,11 @@ fn batches_up_to(max: usize) -> Vec<usize> {
 
 /// Runs the sweep for the preset and its pair; prints a table, writes JSON when asked.
 pub fn run(opts: &SweepOptions) -> Result<SweepReport> {
+    presets::spec_or_err(&opts.preset)?;
     let (kind, size) = opts
         .preset
         .split_once('-')
-        .filter(|_| presets::spec(&opts.preset).is_some())
-        .with_context(|| {
-            format!(
-                "unknown preset {:?}; known: {}",
-                opts.preset,
-                presets::names().join(", ")
-            )
-        })?;
+        .context("a preset name has a dash")?;
     if opts.seq_len < 2 || opts.steps == 0 {
         bail!("--sweep-seq-len must be at least 2 and --sweep-steps positive");
     }

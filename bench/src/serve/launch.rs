@@ -147,13 +147,7 @@ pub async fn serve_preset(
     opts: &PresetServer,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<String> {
-    let spec = presets::spec(&opts.preset).with_context(|| {
-        format!(
-            "unknown preset {:?}; known: {}",
-            opts.preset,
-            presets::names().join(", ")
-        )
-    })?;
+    let spec = presets::spec_or_err(&opts.preset)?;
     eprintln!(
         "building {} with RANDOM weights (in this process) ...",
         opts.preset
