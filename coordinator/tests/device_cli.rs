@@ -21,7 +21,10 @@ fn assert_one_error_line(out: &Output, needle: &str) {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one error line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(needle), "{stderr} should mention {needle}");
+    assert!(
+        lines[0].contains(needle),
+        "{stderr} should mention {needle}"
+    );
 }
 
 /// `--device cuda` with these arguments fails cleanly: the missing feature, or (a build with
@@ -77,7 +80,10 @@ fn an_unknown_device_is_refused_with_the_known_ones() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("'bogus'"), "{stderr}");
-        assert!(stderr.contains("cpu") && stderr.contains("cuda"), "{stderr}");
+        assert!(
+            stderr.contains("cpu") && stderr.contains("cuda"),
+            "{stderr}"
+        );
     }
 }
 

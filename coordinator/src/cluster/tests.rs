@@ -176,8 +176,14 @@ fn nccl_is_chosen_only_for_cuda_ranks_on_distinct_gpus_in_an_nccl_build() {
     } else {
         CollectiveKind::TcpRing
     };
-    assert_eq!(collective_kind(1, Device::Cuda, None), CollectiveKind::Single);
-    assert_eq!(collective_kind(2, Device::Cpu, None), CollectiveKind::TcpRing);
+    assert_eq!(
+        collective_kind(1, Device::Cuda, None),
+        CollectiveKind::Single
+    );
+    assert_eq!(
+        collective_kind(2, Device::Cpu, None),
+        CollectiveKind::TcpRing
+    );
     assert_eq!(collective_kind(2, Device::Cuda, None), nccl);
     assert_eq!(collective_kind(2, Device::Cuda, Some("3,5")), nccl);
     // Two ranks on one GPU: NCCL refuses that, the TCP ring does not.
