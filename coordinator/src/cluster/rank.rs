@@ -40,6 +40,8 @@ const NO_NCCL: &str =
     "this worker has no NCCL support: rebuild with --features nccl (or use the TCP ring)";
 
 /// A loaded shard on the rank's backend.
+// One per worker process: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum RankModel {
     Cpu(ShardedModel<CpuBackend>),
     #[cfg(feature = "cuda")]
