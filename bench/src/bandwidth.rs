@@ -42,3 +42,27 @@ pub fn read_bandwidth_gb_s(pool: &rayon::ThreadPool, passes: usize) -> f64 {
     }
     best
 }
+
+/// Best device copy bandwidth (GB/s, 1e9 bytes) of the GPU of `backend` over `passes`
+/// device-to-device copies of [`BUFFER_BYTES`]: bytes read plus bytes written per second (as
+/// CUDA's bandwidthTest counts them), the ceiling a weight-streaming kernel is compared with.
+#[cfg(feature = "cuda")]
+pub fn device_copy_bandwidth_gb_s(
+    backend: &bitnet_kernels::cuda::CudaBackend,
+    passes: usize,
+) -> anyhow::Result<f64> {
+    let stream = backend.stream();
+    let err = |e: cudarc::driver::DriverError| anyhow::anyhow!("device copy: {e:?}");
+    let src = stream.alloc_zeros::<u8>(BUFFER_BYTES).map_err(err)?;
+    let mut dst = stream.alloc_zeros::<u8>(BUFFER_BYTES).map_err(err)?;
+    stream.memcpy_dtod(&src, &mut dst).map_err(err)?; // warm-up
+    stream.synchronize().map_err(err)?;
+    let mut best = 0.0f64;
+    for _ in 0..passes.max(1) {
+        let start = Instant::now();
+        stream.memcpy_dtod(&src, &mut dst).map_err(err)?;
+        stream.synchronize().map_err(err)?;
+        best = best.max(2.0 * BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(best)
+}

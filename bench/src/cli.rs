@@ -7,6 +7,7 @@ use crate::report;
 use crate::serve::{self, ServeArgs};
 use crate::sweep::{self, SweepOptions};
 use anyhow::{bail, Result};
+use bitnet_coordinator::device::Device;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -22,7 +23,7 @@ pub struct Cli {
 pub enum Command {
     /// A preset model with random weights: prefill/decode tokens/s per batch, memory, bandwidth floor.
     Model(ModelArgs),
-    /// Ternary and dense GEMV/GEMM throughput per CPU path at the 2B-4T and 3B layer shapes.
+    /// Ternary and dense GEMV/GEMM throughput per CPU path (or on CUDA beside cuBLAS) at the 2B-4T and 3B layer shapes.
     Kernels(KernelArgs),
     /// Serving load over the client SDK (vllm bench serve metrics): TTFT, TPOT, ITL, throughput.
     Serve(ServeArgs),
@@ -71,9 +72,9 @@ pub struct ModelArgs {
     /// bitnet-700m, bitnet-1.3b, bitnet-3b, bitnet-2b4t, bitnet-7b, bitnet-13b, bitnet-70b, or llama-* of the same shapes.
     #[arg(long)]
     pub preset: String,
-    /// cpu (cuda arrives with the CUDA issue).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, or cuda (builds with --features cuda; visible device 0; not with --sweep-to-memory).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// Compute threads (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -112,9 +113,9 @@ pub struct ModelArgs {
 
 #[derive(Debug, Args)]
 pub struct KernelArgs {
-    /// cpu (cuda arrives with the CUDA issue).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, or cuda (builds with --features cuda; visible device 0).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// Compute threads (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -126,11 +127,9 @@ pub struct KernelArgs {
     pub json: Option<PathBuf>,
 }
 
-fn check_device(device: &str) -> Result<()> {
-    if device != "cpu" {
-        bail!("--device {device}: only cpu is available in this build (cuda arrives with the CUDA issue)");
-    }
-    Ok(())
+/// Fails for a device this build lacks (before any work starts).
+fn check_device(device: Device) -> Result<()> {
+    Ok(device.check_built()?)
 }
 
 /// Runs a parsed command line.
@@ -138,7 +137,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let default_threads = bitnet_kernels::cpu::physical_cores;
     match cli.command {
         Command::Model(a) if a.sweep_to_memory => {
-            check_device(&a.device)?;
+            if a.device != Device::Cpu {
+                bail!("--sweep-to-memory runs on the CPU only (--device cpu)");
+            }
             let budget = match a.memory_budget {
                 Some(gb) if gb.is_finite() && gb > 0.0 => Some((gb * 1e9) as u64),
                 Some(gb) => bail!("--memory-budget {gb}: expected a positive number of GB"),
@@ -154,9 +155,10 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
         }
         Command::Model(a) => {
-            check_device(&a.device)?;
+            check_device(a.device)?;
             model_bench::run(&ModelBenchOptions {
                 preset: a.preset,
+                device: a.device,
                 threads: a.threads.unwrap_or_else(default_threads),
                 batches: a.batch,
                 prompt_lens: a.prompt_len,
@@ -167,12 +169,19 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
         }
         Command::Kernels(a) => {
-            check_device(&a.device)?;
-            kernel_bench::run(&KernelBenchOptions {
+            check_device(a.device)?;
+            let opts = KernelBenchOptions {
                 threads: a.threads.unwrap_or_else(default_threads),
                 rows: a.n,
                 json: a.json,
-            })?;
+            };
+            match a.device {
+                Device::Cpu => kernel_bench::run(&opts)?,
+                #[cfg(feature = "cuda")]
+                Device::Cuda => crate::kernel_bench_cuda::run(&opts)?,
+                #[cfg(not(feature = "cuda"))]
+                Device::Cuda => bail!(bitnet_coordinator::device::DeviceError::NotBuilt),
+            };
         }
         Command::Serve(a) => {
             serve::run(&a)?;

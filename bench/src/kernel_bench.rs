@@ -49,7 +49,7 @@ pub struct KernelResult {
     pub gop_s: f64,
 }
 
-fn result(
+pub(crate) fn result(
     kernel: &str,
     path: &str,
     shape: (&str, &str, usize, usize),

@@ -1,9 +1,11 @@
 //! `bitnet-bench`: kernel and model benchmarks, BitNet versus FP16 LLaMA in the same engine.
 //!
 //! - [`model_bench`]: `bitnet-bench model --preset NAME`: prefill/decode tokens/s per batch,
-//!   resident memory, read bandwidth and the decode bandwidth floor, on random weights.
+//!   resident memory, read bandwidth and the decode bandwidth floor, on random weights (CPU,
+//!   or `--device cuda` with feature `cuda`).
 //! - [`kernel_bench`]: `bitnet-bench kernels`: GB/s and GOP/s per CPU path and layer shape,
-//!   beside the `gemm` crate.
+//!   beside the `gemm` crate; [`kernel_bench_cuda`] (feature `cuda`): `--device cuda`, the
+//!   CUDA ternary kernels beside cuBLAS f16/bf16 and the device copy bandwidth.
 //! - [`serve`]: `bitnet-bench serve`: a `vllm bench serve`-style load generator over the
 //!   client SDK (TTFT, TPOT, ITL, E2E latency, throughputs, goodput, soak memory slope).
 //! - [`sweep`]: `bitnet-bench model --sweep-to-memory`: the paper's Table 3 protocol (largest
@@ -17,6 +19,8 @@ pub mod bandwidth;
 pub mod cli;
 pub mod energy;
 pub mod kernel_bench;
+#[cfg(feature = "cuda")]
+pub mod kernel_bench_cuda;
 pub mod memory;
 pub mod meta;
 pub mod model_bench;

@@ -1,6 +1,7 @@
 //! `bitnet-bench model`: a preset model with random weights in memory; prefill and decode
 //! tokens/s per batch size, resident memory, the machine's read bandwidth measured in the same
-//! run, and the decode bandwidth floor with the fraction of it achieved.
+//! run, and the decode bandwidth floor with the fraction of it achieved. `--device cuda` (feature
+//! `cuda`) runs the same measurements on `CudaBackend`, against the GPU's device copy bandwidth.
 
 use crate::bandwidth::read_bandwidth_gb_s;
 use crate::energy::{self, EnergyReport};
@@ -8,7 +9,8 @@ use crate::memory::resident_bytes;
 use crate::meta::RunMeta;
 use crate::presets;
 use anyhow::{bail, Context, Result};
-use bitnet_kernels::CpuBackend;
+use bitnet_coordinator::device::Device;
+use bitnet_kernels::{Backend, CpuBackend};
 use bitnet_worker::{ForwardOptions, KvCache, Model, SequenceChunk};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct ModelBenchOptions {
     pub preset: String,
+    pub device: Device,
     pub threads: usize,
     pub batches: Vec<usize>,
     pub prompt_lens: Vec<usize>,
@@ -75,13 +78,71 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
     if opts.batches.contains(&0) || opts.prompt_lens.contains(&0) {
         bail!("batch sizes and prompt lengths must be positive");
     }
-    let backend = CpuBackend::from_env(opts.threads)?;
+    match opts.device {
+        Device::Cpu => run_on(
+            opts,
+            &spec,
+            CpuBackend::from_env(opts.threads)?,
+            |b: &CpuBackend| {
+                let bandwidth = read_bandwidth_gb_s(b.pool(), 5);
+                eprintln!(
+                    "read bandwidth {bandwidth:.1} GB/s ({} threads)",
+                    b.threads()
+                );
+                Ok(BackendFacts {
+                    device: "cpu".into(),
+                    threads: b.threads(),
+                    cpu_path: b.path().name().into(),
+                    bandwidth,
+                })
+            },
+        ),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => {
+            use bitnet_kernels::cuda::CudaBackend;
+            let backend = CudaBackend::new().context("--device cuda")?;
+            run_on(opts, &spec, backend, |b: &CudaBackend| {
+                let bandwidth = crate::bandwidth::device_copy_bandwidth_gb_s(b, 5)?;
+                eprintln!(
+                    "device copy bandwidth {bandwidth:.1} GB/s ({}, {})",
+                    b.device_name(),
+                    b.arch()
+                );
+                Ok(BackendFacts {
+                    device: format!("cuda ({})", b.device_name()),
+                    threads: 0,
+                    cpu_path: "-".into(),
+                    bandwidth,
+                })
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(bitnet_coordinator::device::DeviceError::NotBuilt.into()),
+    }
+}
+
+/// What the report says of the backend, measured once the model is built.
+struct BackendFacts {
+    device: String,
+    threads: usize,
+    cpu_path: String,
+    /// GB/s the decode floor divides by (CPU read, GPU device copy).
+    bandwidth: f64,
+}
+
+/// The benchmark on `backend`; `facts` measures the bandwidth once the weights are built.
+fn run_on<B: Backend>(
+    opts: &ModelBenchOptions,
+    spec: &bitnet_worker::SyntheticSpec,
+    backend: B,
+    facts: impl FnOnce(&B) -> Result<BackendFacts>,
+) -> Result<ModelReport> {
     eprintln!(
         "building {} ({} layers, hidden {}, ~{:.2} GB of weights) ...",
         opts.preset,
         spec.num_layers,
         spec.hidden_size,
-        presets::weight_bytes(&spec) as f64 / 1e9
+        presets::weight_bytes(spec) as f64 / 1e9
     );
     let start = Instant::now();
     let mut weights = spec.build();
@@ -99,11 +160,8 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
             0
         };
     let model = Model::new(weights, backend);
-    let bandwidth = read_bandwidth_gb_s(model.backend().pool(), 5);
-    eprintln!(
-        "read bandwidth {bandwidth:.1} GB/s ({} threads)",
-        opts.threads
-    );
+    let facts = facts(model.backend())?;
+    let bandwidth = facts.bandwidth;
 
     let config = model.config().clone();
     let kv_token_bytes = (2 * config.num_layers * config.num_kv_heads * config.head_dim * 4) as u64;
@@ -149,9 +207,9 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
         meta: RunMeta::now(),
         energy,
         preset: opts.preset.clone(),
-        device: "cpu".into(),
-        threads: model.backend().threads(),
-        cpu_path: model.backend().path().name().into(),
+        device: facts.device,
+        threads: facts.threads,
+        cpu_path: facts.cpu_path,
         lm_head: if opts.lm_head_int8 { "int8" } else { "f16" }.into(),
         read_bandwidth_gb_s: bandwidth,
         weight_bytes,

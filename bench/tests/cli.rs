@@ -211,3 +211,38 @@ fn bad_input_is_a_clear_error() {
     ]);
     assert!(!ok && err.contains("tokenizer"), "{err}");
 }
+
+#[test]
+fn device_cuda_is_refused_cleanly_without_the_feature_or_a_gpu() {
+    for args in [
+        &["model", "--preset", "bitnet-tiny", "--device", "cuda"][..],
+        &["kernels", "--device", "cuda", "--n", "1"][..],
+    ] {
+        let (ok, _, err) = bench(args);
+        if cfg!(feature = "cuda") {
+            // A GPU machine may run it; without one, the missing library or device is named.
+            assert!(ok || err.contains("--device cuda"), "{args:?}: {err}");
+        } else {
+            assert!(!ok, "{args:?}");
+            assert!(
+                err.contains("this build has no CUDA support: rebuild with --features cuda"),
+                "{args:?}: {err}"
+            );
+        }
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let (ok, _, err) = bench(&[
+        "model",
+        "--preset",
+        "bitnet-tiny",
+        "--device",
+        "cuda",
+        "--sweep-to-memory",
+    ]);
+    assert!(!ok && err.contains("CPU only"), "{err}");
+    let (ok, _, err) = bench(&["kernels", "--device", "bogus"]);
+    assert!(
+        !ok && err.contains("'bogus'") && err.contains("cuda"),
+        "{err}"
+    );
+}

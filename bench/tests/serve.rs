@@ -37,6 +37,7 @@ fn serve_reports_every_point_against_a_running_server() {
             max_model_len: 128,
             num_kv_blocks: None,
             max_admitted: 64,
+            device: Default::default(),
             threads: 1,
         })
         .unwrap();

@@ -1,6 +1,7 @@
 //! The `bitnet-cluster` command line: argument types (clap) and dispatch to the library.
 //! `main.rs` only parses, calls [`run`] and turns an error into one line and a non-zero exit.
 
+use crate::device::Device;
 use crate::error::CoordinatorError;
 use crate::generate::{run_generate, GenerateOptions, Prompt};
 use bitnet_worker::SamplingParams;
@@ -19,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve a model over gRPC (bitnet.v1.Serving, health, reflection); the demo model without --model.
     Up(UpArgs),
-    /// Generate a continuation of one prompt on the CPU (built-in demo model without --model).
+    /// Generate a continuation of one prompt in this process (built-in demo model without --model).
     Generate(GenerateArgs),
     /// Checkpoint tools.
     #[command(subcommand)]
@@ -40,6 +41,10 @@ pub struct WorkerArgs {
     /// Compute threads (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where this rank's shard runs (cuda: visible device 0; the launcher sets
+    /// CUDA_VISIBLE_DEVICES per worker).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// Exit when stdin closes (the launcher passes a pipe, so workers never outlive it).
     #[arg(long)]
     pub watch_stdin: bool,
@@ -50,13 +55,15 @@ pub struct UpArgs {
     /// Model directory; omit to serve the built-in demo model (random weights).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Tensor-parallel ranks: N worker processes joined by a TCP ring. Without --tp the model
-    /// runs inside the coordinator process.
+    /// Tensor-parallel ranks: N worker processes joined by a TCP ring (NCCL with --device cuda
+    /// in a build with the nccl feature and one GPU per rank). Without --tp the model runs
+    /// inside the coordinator process.
     #[arg(long)]
     pub tp: Option<usize>,
-    /// cpu (cuda arrives with the CUDA issue).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, or cuda (builds with --features cuda): one GPU per worker, rank r on
+    /// CUDA_VISIBLE_DEVICES=r (or the r-th id of a CUDA_VISIBLE_DEVICES already set).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 50051)]
@@ -151,6 +158,9 @@ pub struct GenerateArgs {
     /// Compute threads (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// cpu, or cuda (builds with --features cuda; visible device 0).
+    #[arg(long, value_enum, default_value_t = Device::Cpu, conflicts_with = "server")]
+    pub device: Device,
     /// LM head arithmetic: as stored (f16/bf16/f32) or int8 with per-row scales, which reads
     /// half the bytes of an f16 head per token but moves the logits slightly.
     #[arg(long, default_value = "stored", value_parser = ["stored", "int8"])]
@@ -165,13 +175,17 @@ pub fn run(cli: Cli) -> Result<(), CoordinatorError> {
     match cli.command {
         Command::Up(args) => up(args),
         Command::Generate(args) => generate(args),
-        Command::Worker(args) => Ok(crate::cluster::run_worker(
-            &args.host,
-            args.port,
-            args.threads
-                .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
-            args.watch_stdin,
-        )?),
+        Command::Worker(args) => {
+            args.device.check_built()?;
+            Ok(crate::cluster::run_worker(
+                &args.host,
+                args.port,
+                args.threads
+                    .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
+                args.device,
+                args.watch_stdin,
+            )?)
+        }
         Command::Ckpt(CkptCommand::Inspect(args)) => {
             let report = bitnet_checkpoints::inspect(&args.dir)?;
             if args.json {
@@ -190,6 +204,7 @@ pub fn run(cli: Cli) -> Result<(), CoordinatorError> {
 }
 
 fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
+    args.device.check_built()?;
     if let (true, Some(dir)) = (args.verify, &args.model) {
         crate::ckpt::verify_before_load(dir)?;
     }
@@ -212,6 +227,7 @@ fn generate(args: GenerateArgs) -> Result<(), CoordinatorError> {
         logprobs: args.logprobs,
         dump_logits: args.dump_logits,
         lm_head_int8: args.lm_head == "int8",
+        device: args.device,
         threads: args
             .threads
             .unwrap_or_else(bitnet_kernels::cpu::physical_cores),
@@ -258,17 +274,12 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
             "--tp must be at least 1".into(),
         ));
     }
+    args.device.check_built()?;
     if let Some(dir) = &args.model {
         if args.verify {
             crate::ckpt::verify_before_load(dir)?;
         }
         crate::ckpt::check_tensor_parallel(dir, args.tp)?;
-    }
-    if args.device != "cpu" {
-        return Err(CoordinatorError::InvalidRequest(format!(
-            "--device {}: only cpu is available in this build",
-            args.device
-        )));
     }
     let opts = crate::serve::ServeOptions {
         model_dir: args.model,
@@ -277,6 +288,7 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
         max_model_len: args.max_model_len,
         num_kv_blocks: args.num_kv_blocks,
         max_admitted: args.max_admitted,
+        device: args.device,
         threads: args.threads_per_worker.unwrap_or_else(|| {
             (bitnet_kernels::cpu::physical_cores() / args.tp.unwrap_or(1)).max(1)
         }),
@@ -311,7 +323,8 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
                 eprintln!(
                     "bitnet-cluster: starting {tp} worker process(es); serving on {local} once they are ready; Ctrl-C or SIGTERM stops"
                 );
-                let launch = crate::cluster::LaunchOptions::new(tp, opts.threads);
+                let mut launch = crate::cluster::LaunchOptions::new(tp, opts.threads);
+                launch.device = opts.device;
                 crate::cluster::serve_cluster(&opts, &launch, listener, shutdown_signal()).await
             }
         }

@@ -23,6 +23,8 @@ pub enum CoordinatorError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error(transparent)]
     Ckpt(#[from] crate::ckpt::CkptError),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -1,13 +1,15 @@
 //! `bitnet-cluster generate`: one prompt through an in-process model — load (or build the demo
-//! model), tokenize (optionally through the chat template), prefill, decode, detokenize.
+//! model), tokenize (optionally through the chat template), prefill, decode, detokenize, on the
+//! device of [`GenerateOptions::device`].
 
 use crate::chat::{ChatMessage, ChatTemplate, BITNET_CHAT_TEMPLATE};
 use crate::demo;
+use crate::device::Device;
 use crate::error::CoordinatorError;
 use crate::tokenizer::TextTokenizer;
 use bitnet_checkpoints::{Family, ModelWeights};
 use bitnet_client::{TokenLogprob, TokenLogprobs};
-use bitnet_kernels::CpuBackend;
+use bitnet_kernels::Backend;
 use bitnet_worker::{GenerationRequest, Generator, Model, SamplingParams};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,9 @@ pub struct GenerateOptions {
     pub dump_logits: Option<PathBuf>,
     /// Replace the LM head by an int8 copy with per-row scales (a numerics change).
     pub lm_head_int8: bool,
+    /// Where the model runs.
+    pub device: Device,
+    /// CPU compute threads (unused on CUDA).
     pub threads: usize,
 }
 
@@ -78,8 +83,29 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, Coordinato
     if opts.lm_head_int8 {
         weights.lm_head = Some(weights.lm_head().to_int8());
     }
-    let backend = CpuBackend::from_env(opts.threads)
-        .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
+    match opts.device {
+        Device::Cpu => {
+            let backend = crate::device::cpu_backend(opts.threads)?;
+            generate_on(opts, weights, tokenizer, prompt_ids, backend)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda => {
+            let backend = crate::device::cuda_backend()?;
+            generate_on(opts, weights, tokenizer, prompt_ids, backend)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(crate::device::DeviceError::NotBuilt.into()),
+    }
+}
+
+/// The generation itself on `backend`.
+fn generate_on<B: Backend>(
+    opts: &GenerateOptions,
+    weights: ModelWeights,
+    tokenizer: Option<TextTokenizer>,
+    prompt_ids: Vec<u32>,
+    backend: B,
+) -> Result<GenerateOutput, CoordinatorError> {
     let model = Model::new(weights, backend);
     let mut stop_ids = model.config().eos_token_ids.clone();
     if let Some(eot) = tokenizer.as_ref().and_then(|t| t.token_to_id("<|eot_id|>")) {

@@ -1,7 +1,7 @@
 //! `bitnet-coordinator`: everything between the user and the workers.
 //!
 //! Today: the command line ([`cli`]), the tokenizer ([`tokenizer`]) and chat templates
-//! ([`chat`]), the in-process generation driver ([`generate`]) and the built-in demo model
+//! ([`chat`]), the device choice ([`device`]: `--device cpu|cuda`), the in-process generation driver ([`generate`]) and the built-in demo model
 //! ([`demo`]); validation ([`validation`]), the scheduler and block manager ([`scheduler`]), the
 //! engine thread and its executors ([`engine`]: in process, or the gRPC fan-out to worker
 //! processes), the public gRPC server ([`server`], [`serve`]) and the worker processes with
@@ -13,6 +13,7 @@ pub mod ckpt;
 pub mod cli;
 pub mod cluster;
 pub mod demo;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod generate;

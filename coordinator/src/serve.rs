@@ -6,6 +6,7 @@
 
 use crate::cluster::rank::DEFAULT_KV_BUDGET;
 use crate::demo;
+use crate::device::Device;
 use crate::engine::{self, EngineHandle, Executor, InProcessExecutor};
 use crate::error::CoordinatorError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -13,7 +14,7 @@ use crate::server::ServingService;
 use crate::tokenizer::TextTokenizer;
 use crate::validation::ValidationLimits;
 use bitnet_checkpoints::ModelConfig;
-use bitnet_kernels::CpuBackend;
+use bitnet_kernels::Backend;
 use bitnet_proto::serving::serving_server::ServingServer;
 use bitnet_proto::serving::ModelInfo;
 use bitnet_worker::{KvPool, Model, BLOCK_SIZE};
@@ -38,6 +39,9 @@ pub struct ServeOptions {
     pub num_kv_blocks: Option<usize>,
     /// Requests admitted (running + waiting) before `RESOURCE_EXHAUSTED`.
     pub max_admitted: usize,
+    /// Where the model runs (in process, or in every worker with `--tp`).
+    pub device: Device,
+    /// CPU compute threads (per worker with `--tp`).
     pub threads: usize,
 }
 
@@ -79,29 +83,43 @@ pub fn build_from_weights(
 ) -> Result<Served, CoordinatorError> {
     let config = weights.config.clone();
     let max_model_len = served_len(opts, &config);
-    let backend = CpuBackend::from_env(opts.threads)
-        .map_err(|e| CoordinatorError::InvalidRequest(e.to_string()))?;
     let vocab = weights.embedding.rows();
     let c = &weights.config;
     let per_block = KvPool::bytes_per_block(c.num_layers, c.num_kv_heads * c.head_dim, BLOCK_SIZE);
     let budget_blocks = (DEFAULT_KV_BUDGET as usize / per_block.max(1)).max(1);
     let num_blocks = wanted_kv_blocks(opts, max_model_len).min(budget_blocks);
-    let model = Model::new(weights, backend);
-    let executor = InProcessExecutor::new(model, max_model_len, num_blocks)
-        .map_err(|e| CoordinatorError::InvalidRequest(format!("KV pool: {e}")))?;
+    let executor = match opts.device {
+        Device::Cpu => {
+            let backend = crate::device::cpu_backend(opts.threads)?;
+            in_process(weights, backend, max_model_len, num_blocks)?
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda => {
+            let backend = crate::device::cuda_backend()?;
+            in_process(weights, backend, max_model_len, num_blocks)?
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => return Err(crate::device::DeviceError::NotBuilt.into()),
+    };
     let frontend = Frontend {
         config,
         tokenizer,
         name,
     };
-    assemble(
-        opts,
-        frontend,
-        vocab,
-        Box::new(executor),
-        Some(num_blocks),
-        1,
-    )
+    assemble(opts, frontend, vocab, executor, Some(num_blocks), 1)
+}
+
+/// An in-process executor over `weights` on `backend`.
+fn in_process<B: Backend + 'static>(
+    weights: bitnet_checkpoints::ModelWeights,
+    backend: B,
+    max_model_len: usize,
+    num_blocks: usize,
+) -> Result<Box<dyn Executor>, CoordinatorError> {
+    let model = Model::new(weights, backend);
+    let executor = InProcessExecutor::new(model, max_model_len, num_blocks)
+        .map_err(|e| CoordinatorError::InvalidRequest(format!("KV pool: {e}")))?;
+    Ok(Box::new(executor))
 }
 
 /// KV blocks the scheduler will use at most: `--num-kv-blocks`, or enough for every sequence

@@ -18,6 +18,7 @@ fn options(num_kv_blocks: Option<usize>) -> ServeOptions {
         max_model_len: 4096,
         num_kv_blocks,
         max_admitted: 64,
+        device: Default::default(),
         threads: 2,
     }
 }

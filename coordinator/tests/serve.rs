@@ -35,6 +35,7 @@ fn options(model: Option<PathBuf>) -> ServeOptions {
         max_model_len: 256,
         num_kv_blocks: None,
         max_admitted: 64,
+        device: Default::default(),
         threads: 2,
     }
 }

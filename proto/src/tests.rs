@@ -93,3 +93,24 @@ fn descriptor_set_holds_both_services() {
         assert!(methods.contains(&m), "missing {m} in {methods:?}");
     }
 }
+
+#[test]
+fn the_nccl_unique_id_crosses_the_wire_byte_for_byte() {
+    use super::worker::{CollectiveKind, InitCollectiveRequest, NcclUniqueIdResponse};
+    // Zeros and bytes above 127 among them, as ncclGetUniqueId may produce.
+    let id: Vec<u8> = (0..128u32).map(|i| (i * 37 % 256) as u8).collect();
+    let made = NcclUniqueIdResponse {
+        nccl_unique_id: id.clone(),
+    };
+    let made = NcclUniqueIdResponse::decode(made.encode_to_vec().as_slice()).expect("decodes");
+    let init = InitCollectiveRequest {
+        rank: 1,
+        world_size: 2,
+        nccl_unique_id: made.nccl_unique_id,
+        kind: CollectiveKind::Nccl as i32,
+        ..Default::default()
+    };
+    let back = InitCollectiveRequest::decode(init.encode_to_vec().as_slice()).expect("decodes");
+    assert_eq!(back.nccl_unique_id, id);
+    assert_eq!(back.kind(), CollectiveKind::Nccl);
+}

@@ -160,6 +160,7 @@ pub async fn serve_preset(
         max_model_len: opts.max_model_len,
         num_kv_blocks: None,
         max_admitted: 4096,
+        device: Default::default(),
         threads: opts.threads,
     };
     let name = format!("{} (RANDOM weights)", opts.preset);

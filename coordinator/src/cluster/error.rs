@@ -18,6 +18,8 @@ pub enum ClusterError {
     #[error("collective: {0}")]
     Collective(#[from] bitnet_worker::CollectiveError),
     #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
+    #[error(transparent)]
     Checkpoint(#[from] bitnet_checkpoints::CheckpointError),
     /// Loading the model failed for another reason (the demo tokenizer...).
     #[error("loading the model: {0}")]
@@ -52,7 +54,7 @@ impl From<ClusterError> for tonic::Status {
             | ClusterError::Worker(bitnet_worker::WorkerError::Shard(_)) => {
                 tonic::Status::invalid_argument(message)
             }
-            ClusterError::Checkpoint(_) | ClusterError::Load(_) => {
+            ClusterError::Checkpoint(_) | ClusterError::Load(_) | ClusterError::Device(_) => {
                 tonic::Status::failed_precondition(message)
             }
             ClusterError::Collective(_) => tonic::Status::unavailable(message),

@@ -1,8 +1,14 @@
 //! The launcher of `bitnet-cluster up --tp N`: starts N `bitnet-cluster worker` processes,
-//! waits until each answers `Health`, joins them into a TCP ring (`InitCollective` with every
-//! rank's `InfoResponse.ring_address`), loads the model on every rank, takes the minimum
-//! `Profile`, then serves the public API over a [`GrpcExecutor`] until the shutdown signal or
-//! the first worker failure.
+//! waits until each answers `Health`, joins them into a group, loads the model on every rank,
+//! takes the minimum `Profile`, then serves the public API over a [`GrpcExecutor`] until the
+//! shutdown signal or the first worker failure.
+//!
+//! With `--device cuda` worker rank r runs on `CUDA_VISIBLE_DEVICES` =
+//! [`crate::device::gpu_for_rank`] (r, or the r-th id the user listed). The group
+//! ([`collective_kind`]) is NCCL when the build has the `nccl` feature, the device is cuda and
+//! every rank has its own GPU: rank 0 makes the unique id (`NcclUniqueId`) and every rank gets it
+//! in `InitCollectiveRequest.nccl_unique_id`. Otherwise it is a TCP ring (`InitCollective` with
+//! every rank's `InfoResponse.ring_address`), which also lets several ranks share one GPU.
 //!
 //! No orphans: the children live in [`WorkerProcesses`], whose `Drop` kills and reaps every one
 //! still running, on every path (errors included); each worker also exits when its stdin (a
@@ -11,13 +17,14 @@
 //! and [`serve_cluster`] returns an error (the process exits non-zero).
 
 use super::error::ClusterError;
+use crate::device::{distinct_gpus, gpu_for_rank, Device};
 use crate::engine::GrpcExecutor;
 use crate::error::CoordinatorError;
 use crate::serve::{assemble, serve_on, served_len, wanted_kv_blocks, Frontend, ServeOptions};
 use bitnet_proto::worker::worker_client::WorkerClient;
 use bitnet_proto::worker::{
     CollectiveKind, HealthRequest, InfoRequest, InitCollectiveRequest, LoadModelRequest,
-    ProfileRequest, ShutdownRequest,
+    NcclUniqueIdRequest, ProfileRequest, ShutdownRequest,
 };
 use std::future::Future;
 use std::io::BufRead;
@@ -35,6 +42,8 @@ pub struct LaunchOptions {
     pub tp: usize,
     /// Compute threads per worker.
     pub threads: usize,
+    /// Where every worker runs its shard.
+    pub device: Device,
     /// Deadline of one step's round trip.
     pub step_timeout: Duration,
     /// Deadline for starting, joining and loading.
@@ -42,11 +51,12 @@ pub struct LaunchOptions {
 }
 
 impl LaunchOptions {
-    /// Default deadlines: 120 s per step, 120 s to start.
+    /// CPU workers; default deadlines: 120 s per step, 120 s to start.
     pub fn new(tp: usize, threads: usize) -> Self {
         Self {
             tp,
             threads,
+            device: Device::Cpu,
             step_timeout: Duration::from_secs(120),
             startup_timeout: Duration::from_secs(120),
         }
@@ -126,19 +136,48 @@ fn rpc(rank: usize, what: &'static str) -> impl FnOnce(tonic::Status) -> Cluster
     move |status| ClusterError::Rpc { rank, what, status }
 }
 
-/// Spawns one worker and reads the port it listens on.
+/// The collective of a group of `tp` workers on `device`, where the user's
+/// `CUDA_VISIBLE_DEVICES` is `visible`: NCCL when this build has it and every rank has its own
+/// GPU, else the TCP ring (a single rank for `tp == 1`).
+pub fn collective_kind(tp: usize, device: Device, visible: Option<&str>) -> CollectiveKind {
+    if tp <= 1 {
+        CollectiveKind::Single
+    } else if cfg!(feature = "nccl") && device == Device::Cuda && distinct_gpus(tp, visible) {
+        CollectiveKind::Nccl
+    } else {
+        CollectiveKind::TcpRing
+    }
+}
+
+/// The user's `CUDA_VISIBLE_DEVICES`, if set.
+fn user_visible_devices() -> Option<String> {
+    std::env::var("CUDA_VISIBLE_DEVICES").ok()
+}
+
+/// Spawns worker `rank` and reads the port it listens on.
 async fn spawn_worker(
     processes: &Mutex<WorkerProcesses>,
-    threads: usize,
-    timeout: Duration,
+    opts: &LaunchOptions,
+    rank: usize,
 ) -> Result<u16, ClusterError> {
     let exe = std::env::current_exe().map_err(|source| ClusterError::Io {
         what: "locating the bitnet-cluster executable".into(),
         source,
     })?;
-    let mut child = Command::new(exe)
+    let timeout = opts.startup_timeout;
+    let mut command = Command::new(exe);
+    command
         .args(["worker", "--port", "0", "--watch-stdin", "--threads"])
-        .arg(threads.to_string())
+        .arg(opts.threads.to_string())
+        .args(["--device", opts.device.name()]);
+    if opts.device == Device::Cuda {
+        let visible = user_visible_devices();
+        command.env(
+            "CUDA_VISIBLE_DEVICES",
+            gpu_for_rank(rank, visible.as_deref()),
+        );
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -238,8 +277,8 @@ pub async fn launch(
     let deadline = Instant::now() + opts.startup_timeout;
     let processes = Arc::new(Mutex::new(WorkerProcesses::default()));
     let mut ports = Vec::with_capacity(tp);
-    for _ in 0..tp {
-        ports.push(spawn_worker(&processes, opts.threads, opts.startup_timeout).await?);
+    for rank in 0..tp {
+        ports.push(spawn_worker(&processes, opts, rank).await?);
     }
     let mut clients = Vec::with_capacity(tp);
     for &port in &ports {
@@ -255,18 +294,26 @@ pub async fn launch(
         rings.push(info.ring_address);
     }
     let timeout_ms = opts.startup_timeout.as_millis().min(u32::MAX as u128) as u32;
+    let kind = collective_kind(tp, opts.device, user_visible_devices().as_deref());
+    let nccl_unique_id = match kind {
+        CollectiveKind::Nccl => {
+            clients[0]
+                .nccl_unique_id(NcclUniqueIdRequest {})
+                .await
+                .map_err(rpc(0, "NcclUniqueId"))?
+                .into_inner()
+                .nccl_unique_id
+        }
+        _ => Vec::new(),
+    };
     on_every_rank(&clients, |rank, mut c| {
         let req = InitCollectiveRequest {
             rank: rank as u32,
             world_size: tp as u32,
             peer_addresses: rings.clone(),
-            kind: if tp == 1 {
-                CollectiveKind::Single
-            } else {
-                CollectiveKind::TcpRing
-            } as i32,
+            nccl_unique_id: nccl_unique_id.clone(),
+            kind: kind as i32,
             timeout_ms,
-            ..Default::default()
         };
         async move {
             c.init_collective(req)

@@ -8,17 +8,24 @@
 //! `crate::engine::executor`): every rank samples (so seeded random streams stay in step) and
 //! rank 0's tokens are then broadcast over the collective, so all ranks feed the same tokens to
 //! the next step.
+//!
+//! The model runs on the worker's [`Device`]: a `ShardedModel<CpuBackend>` or, in a build with
+//! the `cuda` feature, a `ShardedModel<CudaBackend>` ([`RankModel`]). The group is a TCP ring,
+//! or with `CollectiveKind::Nccl` (feature `nccl`, device cuda) an `NcclCollective` on the CUDA
+//! backend's stream, joined with the unique id rank 0 made ([`Rank::nccl_unique_id`]).
 
 use super::error::ClusterError;
-use bitnet_checkpoints::ModelWeights;
-use bitnet_kernels::CpuBackend;
+use crate::device::Device;
+use bitnet_checkpoints::{ModelConfig, ModelWeights};
+use bitnet_kernels::{Backend, CpuBackend};
 use bitnet_proto::worker::{
-    InitCollectiveRequest, LoadModelRequest, LoadModelResponse, ModelShape, SampledToken,
-    StepRequest, StepTimings,
+    CollectiveKind, InitCollectiveRequest, LoadModelRequest, LoadModelResponse, ModelShape,
+    SampledToken, StepRequest, StepTimings,
 };
 use bitnet_worker::shard::{load_presharded, ModelShard, PreshardedError, RowParallel};
 use bitnet_worker::{
-    Collective, KvPool, ShardPlan, ShardedModel, SingleRank, StepRunner, TcpRing, TcpRingConfig,
+    Collective, KvPool, PagedModel, ShardLayout, ShardPlan, ShardedModel, SingleRank, StepRunner,
+    TcpRing, TcpRingConfig,
 };
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
@@ -27,22 +34,94 @@ use std::time::{Duration, Instant};
 pub const BLOCK_SIZE: u32 = bitnet_worker::BLOCK_SIZE as u32;
 /// KV memory a worker offers when `Profile` gives no budget.
 pub const DEFAULT_KV_BUDGET: u64 = 4 << 30;
+/// Why a build without the `nccl` feature refuses an NCCL group.
+#[cfg(not(feature = "nccl"))]
+const NO_NCCL: &str =
+    "this worker has no NCCL support: rebuild with --features nccl (or use the TCP ring)";
+
+/// A loaded shard on the rank's backend.
+// One per worker process: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum RankModel {
+    Cpu(ShardedModel<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(ShardedModel<bitnet_kernels::cuda::CudaBackend>),
+}
+
+/// Runs `$body` with `$m` bound to the [`ShardedModel`] of whichever backend `$model` holds.
+macro_rules! on_model {
+    ($model:expr, $m:ident => $body:expr) => {
+        match $model {
+            RankModel::Cpu($m) => $body,
+            #[cfg(feature = "cuda")]
+            RankModel::Cuda($m) => $body,
+        }
+    };
+}
+
+impl RankModel {
+    /// The whole model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        on_model!(self, m => m.config())
+    }
+
+    /// What this rank owns.
+    pub fn layout(&self) -> &ShardLayout {
+        on_model!(self, m => m.layout())
+    }
+
+    /// The model as the step runner drives it.
+    pub fn paged(&self) -> &dyn PagedModel {
+        on_model!(self, m => m)
+    }
+
+    /// An empty KV pool of `num_blocks` blocks.
+    pub fn new_pool(&self, num_blocks: usize) -> Result<KvPool, ClusterError> {
+        Ok(on_model!(self, m => m.new_pool(num_blocks))?)
+    }
+
+    /// Bytes of the shard's matrices.
+    pub fn weight_bytes(&self) -> u64 {
+        on_model!(self, m => shard_bytes(m))
+    }
+
+    /// The shape reported by `Info` and `LoadModel`.
+    pub fn shape(&self, max_context: usize) -> ModelShape {
+        on_model!(self, m => shape_of(m, max_context))
+    }
+}
 
 /// One rank of the tensor-parallel group, as a worker process holds it.
 pub struct Rank {
     threads: usize,
+    device: Device,
     ring_listener: Option<TcpListener>,
     ring_address: SocketAddr,
     collective: Option<Box<dyn Collective>>,
-    model: Option<ShardedModel<CpuBackend>>,
+    /// The CUDA backend, opened by an NCCL join (which needs its stream) or by `LoadModel`.
+    #[cfg(feature = "cuda")]
+    cuda: Option<bitnet_kernels::cuda::CudaBackend>,
+    model: Option<RankModel>,
     max_model_len: usize,
     /// The KV pool and sequences, from `Profile` on.
     runner: Option<StepRunner>,
 }
 
 impl Rank {
-    /// A rank with its ring listener already bound (so its address can be reported by `Info`).
+    /// A CPU rank with its ring listener already bound (so its address can be reported by
+    /// `Info`).
     pub fn new(threads: usize, ring_listener: TcpListener) -> Result<Self, ClusterError> {
+        Self::on_device(threads, Device::Cpu, ring_listener)
+    }
+
+    /// A rank whose model will run on `device` (opened by `LoadModel` or an NCCL join; a build
+    /// without the device fails here).
+    pub fn on_device(
+        threads: usize,
+        device: Device,
+        ring_listener: TcpListener,
+    ) -> Result<Self, ClusterError> {
+        device.check_built()?;
         let ring_address = ring_listener
             .local_addr()
             .map_err(|source| ClusterError::Io {
@@ -51,9 +130,12 @@ impl Rank {
             })?;
         Ok(Self {
             threads,
+            device,
             ring_listener: Some(ring_listener),
             ring_address,
             collective: None,
+            #[cfg(feature = "cuda")]
+            cuda: None,
             model: None,
             max_model_len: 0,
             runner: None,
@@ -70,13 +152,32 @@ impl Rank {
         self.ring_address
     }
 
+    /// Where the model runs.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// The loaded model, if any.
-    pub fn model(&self) -> Option<&ShardedModel<CpuBackend>> {
+    pub fn model(&self) -> Option<&RankModel> {
         self.model.as_ref()
     }
 
-    /// Joins the group: a TCP ring over `peer_addresses` (this rank's own address must be its
-    /// ring listener's, or a free one it can bind), or a single rank for world size 1.
+    /// A fresh NCCL unique id for the group this rank will lead (rank 0); fails on a build
+    /// without the `nccl` feature or a machine without libnccl.
+    pub fn nccl_unique_id(&self) -> Result<Vec<u8>, ClusterError> {
+        #[cfg(feature = "nccl")]
+        {
+            Ok(bitnet_worker::collective::NcclCollective::unique_id()?)
+        }
+        #[cfg(not(feature = "nccl"))]
+        {
+            Err(ClusterError::State(NO_NCCL.into()))
+        }
+    }
+
+    /// Joins the group: NCCL with the id of `req.nccl_unique_id` for `CollectiveKind::Nccl`,
+    /// else a TCP ring over `peer_addresses` (this rank's own address must be its ring
+    /// listener's, or a free one it can bind), or a single rank for world size 1.
     pub fn init_collective(&mut self, req: &InitCollectiveRequest) -> Result<(), ClusterError> {
         if self.model.is_some() || self.collective.is_some() {
             return Err(ClusterError::State(
@@ -84,6 +185,10 @@ impl Rank {
             ));
         }
         let (rank, world) = (req.rank as usize, req.world_size as usize);
+        if req.kind() == CollectiveKind::Nccl {
+            self.collective = Some(self.join_nccl(req)?);
+            return Ok(());
+        }
         if world <= 1 {
             if rank != 0 {
                 return Err(ClusterError::State(format!(
@@ -124,6 +229,50 @@ impl Rank {
         Ok(())
     }
 
+    /// An NCCL communicator on the CUDA backend's stream.
+    #[cfg(feature = "nccl")]
+    fn join_nccl(
+        &mut self,
+        req: &InitCollectiveRequest,
+    ) -> Result<Box<dyn Collective>, ClusterError> {
+        if self.device != Device::Cuda {
+            return Err(ClusterError::State(
+                "an NCCL group needs a worker started with --device cuda".into(),
+            ));
+        }
+        let timeout = match req.timeout_ms {
+            0 => bitnet_worker::collective::DEFAULT_TIMEOUT,
+            ms => Duration::from_millis(ms as u64),
+        };
+        let stream = self.cuda_backend()?.stream().clone();
+        let nccl = bitnet_worker::collective::NcclCollective::join(
+            stream,
+            req.rank as usize,
+            req.world_size as usize,
+            &req.nccl_unique_id,
+            timeout,
+        )?;
+        Ok(Box::new(nccl))
+    }
+
+    /// Without the `nccl` feature an NCCL group is refused.
+    #[cfg(not(feature = "nccl"))]
+    fn join_nccl(
+        &mut self,
+        _req: &InitCollectiveRequest,
+    ) -> Result<Box<dyn Collective>, ClusterError> {
+        Err(ClusterError::State(NO_NCCL.into()))
+    }
+
+    /// The CUDA backend, opened on first use (visible device 0).
+    #[cfg(feature = "cuda")]
+    fn cuda_backend(&mut self) -> Result<&bitnet_kernels::cuda::CudaBackend, ClusterError> {
+        if self.cuda.is_none() {
+            self.cuda = Some(crate::device::cuda_backend()?);
+        }
+        Ok(self.cuda.as_ref().expect("opened above"))
+    }
+
     /// Loads the checkpoint (or the demo model for an empty `model_dir`) and keeps this rank's
     /// shard. Joins a group of one first when `InitCollective` was not called and `tp_size` is 1.
     pub fn load_model(
@@ -142,17 +291,28 @@ impl Rank {
         let collective = self.collective.take().ok_or_else(|| {
             ClusterError::State("InitCollective must come before LoadModel".into())
         })?;
-        let backend = CpuBackend::from_env(self.threads)
-            .map_err(|e| ClusterError::Load(format!("CPU backend: {e}")))?;
-        let model = ShardedModel::new(shard, backend, collective)?;
+        let model = match self.device {
+            Device::Cpu => {
+                let backend = crate::device::cpu_backend(self.threads)?;
+                RankModel::Cpu(ShardedModel::new(shard, backend, collective)?)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                self.cuda_backend()?;
+                let backend = self.cuda.take().expect("opened above");
+                RankModel::Cuda(ShardedModel::new(shard, backend, collective)?)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => return Err(crate::device::DeviceError::NotBuilt.into()),
+        };
         let max_ctx = model.config().max_position_embeddings;
         self.max_model_len = match req.max_model_len as usize {
             0 => max_ctx,
             n => n.min(max_ctx),
         }
         .max(2);
-        let weight_bytes = shard_bytes(&model);
-        let shape = shape_of(&model, self.max_model_len);
+        let weight_bytes = model.weight_bytes();
+        let shape = model.shape(self.max_model_len);
         self.model = Some(model);
         Ok(LoadModelResponse {
             weight_bytes,
@@ -196,7 +356,7 @@ impl Rank {
         Ok(blocks)
     }
 
-    fn loaded(&self) -> Result<&ShardedModel<CpuBackend>, ClusterError> {
+    fn loaded(&self) -> Result<&RankModel, ClusterError> {
         self.model
             .as_ref()
             .ok_or_else(|| ClusterError::State("no model is loaded".into()))
@@ -216,7 +376,7 @@ impl Rank {
             .runner
             .as_mut()
             .ok_or_else(|| ClusterError::State("Profile must come before Step".into()))?;
-        let reply = runner.step(model, req)?;
+        let reply = runner.step(model.paged(), req)?;
         Ok((reply.tokens, reply.timings))
     }
 }
@@ -251,7 +411,7 @@ fn load_weights(model_dir: &str) -> Result<ModelWeights, ClusterError> {
 }
 
 /// Bytes of a shard's matrices (embedding, projections, LM head; norms and scales aside).
-fn shard_bytes(model: &ShardedModel<CpuBackend>) -> u64 {
+fn shard_bytes<B: Backend>(model: &ShardedModel<B>) -> u64 {
     let s = model.shard();
     let row = |p: &RowParallel| match p {
         RowParallel::Ternary { weight, .. } => weight.memory_bytes(),
@@ -275,7 +435,7 @@ fn shard_bytes(model: &ShardedModel<CpuBackend>) -> u64 {
 }
 
 /// The shape reported by `Info` and `LoadModel`.
-pub fn shape_of(model: &ShardedModel<CpuBackend>, max_context: usize) -> ModelShape {
+pub fn shape_of<B: Backend>(model: &ShardedModel<B>, max_context: usize) -> ModelShape {
     let c = model.config();
     let l = model.layout();
     ModelShape {

@@ -10,12 +10,14 @@
 //! drives these processes, `crate::engine::grpc_executor` holds their step streams.
 
 use super::error::ClusterError;
-use super::rank::{shape_of, Rank, BLOCK_SIZE};
+use super::rank::{Rank, BLOCK_SIZE};
+use crate::device::Device;
 use bitnet_proto::worker::worker_server::{Worker, WorkerServer};
 use bitnet_proto::worker::{
     HealthRequest, HealthResponse, InfoRequest, InfoResponse, InitCollectiveRequest,
-    InitCollectiveResponse, LoadModelRequest, LoadModelResponse, ProfileRequest, ProfileResponse,
-    ShutdownRequest, ShutdownResponse, StepRequest, StepResponse,
+    InitCollectiveResponse, LoadModelRequest, LoadModelResponse, NcclUniqueIdRequest,
+    NcclUniqueIdResponse, ProfileRequest, ProfileResponse, ShutdownRequest, ShutdownResponse,
+    StepRequest, StepResponse,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,7 +85,10 @@ impl Worker for WorkerService {
         let info = self
             .compute(|r| {
                 Ok(InfoResponse {
-                    device: "cpu".into(),
+                    device: match r.device() {
+                        Device::Cpu => "cpu".into(),
+                        Device::Cuda => "cuda:0".into(),
+                    },
                     dtype: "f32".into(),
                     block_size: BLOCK_SIZE,
                     threads: r.threads() as u32,
@@ -91,7 +96,7 @@ impl Worker for WorkerService {
                     ring_address: r.ring_address().to_string(),
                     shape: r.model().map(|m| {
                         let max = m.config().max_position_embeddings;
-                        shape_of(m, max)
+                        m.shape(max)
                     }),
                     ..Default::default()
                 })
@@ -114,6 +119,14 @@ impl Worker for WorkerService {
         self.health.rank.store(rank, Ordering::Relaxed);
         self.health.world.store(world, Ordering::Relaxed);
         Ok(Response::new(InitCollectiveResponse {}))
+    }
+
+    async fn nccl_unique_id(
+        &self,
+        _: Request<NcclUniqueIdRequest>,
+    ) -> Result<Response<NcclUniqueIdResponse>, Status> {
+        let nccl_unique_id = self.compute(|r| r.nccl_unique_id()).await?;
+        Ok(Response::new(NcclUniqueIdResponse { nccl_unique_id }))
     }
 
     async fn load_model(
@@ -238,14 +251,15 @@ async fn signals(shutdown: watch::Sender<bool>, ignore: bool) {
     }
 }
 
-/// Serves the worker service on `host:port` (port 0: any free port) with compute `threads`,
-/// printing `listening <port>` as the first line on stdout. Returns after `Shutdown`, Ctrl-C or
+/// Serves the worker service on `host:port` (port 0: any free port) with compute `threads` on
+/// `device`, printing `listening <port>` as the first line on stdout. Returns after `Shutdown`, Ctrl-C or
 /// SIGTERM (or, with `watch_stdin`, only `Shutdown` or stdin closing: the launcher died), at the
 /// latest one second later even if a step stream is still open.
 pub fn run_worker(
     host: &str,
     port: u16,
     threads: usize,
+    device: Device,
     watch_stdin: bool,
 ) -> Result<(), ClusterError> {
     let io = |what: &str| {
@@ -258,7 +272,7 @@ pub fn run_worker(
         .build()
         .map_err(io("tokio runtime"))?;
     let ring = std::net::TcpListener::bind((host, 0)).map_err(io("ring listener"))?;
-    let rank = Rank::new(threads, ring)?;
+    let rank = Rank::on_device(threads, device, ring)?;
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind((host, port))
             .await

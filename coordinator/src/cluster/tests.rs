@@ -165,3 +165,58 @@ fn steps_that_break_the_protocol_are_refused() {
     let status = tonic::Status::from(err);
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+#[test]
+fn nccl_is_chosen_only_for_cuda_ranks_on_distinct_gpus_in_an_nccl_build() {
+    use super::launcher::collective_kind;
+    use crate::device::Device;
+    use bitnet_proto::worker::CollectiveKind;
+    let nccl = if cfg!(feature = "nccl") {
+        CollectiveKind::Nccl
+    } else {
+        CollectiveKind::TcpRing
+    };
+    assert_eq!(
+        collective_kind(1, Device::Cuda, None),
+        CollectiveKind::Single
+    );
+    assert_eq!(
+        collective_kind(2, Device::Cpu, None),
+        CollectiveKind::TcpRing
+    );
+    assert_eq!(collective_kind(2, Device::Cuda, None), nccl);
+    assert_eq!(collective_kind(2, Device::Cuda, Some("3,5")), nccl);
+    // Two ranks on one GPU: NCCL refuses that, the TCP ring does not.
+    assert_eq!(
+        collective_kind(2, Device::Cuda, Some("3")),
+        CollectiveKind::TcpRing
+    );
+}
+
+#[test]
+fn an_nccl_group_is_refused_cleanly_without_nccl() {
+    use bitnet_proto::worker::{CollectiveKind, InitCollectiveRequest};
+    let id = rank().nccl_unique_id();
+    if !cfg!(feature = "nccl") {
+        let err = id.unwrap_err().to_string();
+        assert!(err.contains("rebuild with --features nccl"), "{err}");
+    }
+    // A CPU rank never joins NCCL, whatever the build.
+    let mut cpu = rank();
+    let err = cpu
+        .init_collective(&InitCollectiveRequest {
+            rank: 0,
+            world_size: 2,
+            nccl_unique_id: vec![7; 128],
+            kind: CollectiveKind::Nccl as i32,
+            timeout_ms: 100,
+            ..Default::default()
+        })
+        .unwrap_err();
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("nccl") || status.message().contains("NCCL"),
+        "{status}"
+    );
+}
