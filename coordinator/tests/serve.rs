@@ -155,11 +155,13 @@ async fn abort_ends_a_running_request() {
         let client = client.clone();
         tokio::spawn(async move { client.generate_text(params).await })
     };
-    // wait until it runs, then abort it
-    for _ in 0..200 {
-        if client.server_info().await.unwrap().running == 1 {
-            break;
-        }
+    // wait until it runs (bounded), then abort it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client.server_info().await.unwrap().running != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never ran"
+        );
         tokio::task::yield_now().await;
     }
     client.abort(["long-one"]).await.unwrap();

@@ -236,9 +236,14 @@ impl Engine {
                 tracing::error!("engine step failed: {message}");
                 self.close_all(&message);
             }
-            if let Ok(mut s) = self.stats.lock() {
-                *s = self.scheduler.stats();
-            }
+            self.publish_stats();
+        }
+    }
+
+    /// Makes the scheduler's counts visible to `EngineHandle::stats`.
+    fn publish_stats(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s = self.scheduler.stats();
         }
     }
 
@@ -422,6 +427,9 @@ impl Engine {
         message: Option<String>,
     ) {
         if let Some(mut active) = self.active.remove(&seq) {
+            // The scheduler has already let the sequence go: publish that before the client
+            // can see the final event, so GetServerInfo never reports its blocks afterwards.
+            self.publish_stats();
             if let Some(seqs) = self.ids.get_mut(&active.request_id) {
                 seqs.retain(|&s| s != seq);
                 if seqs.is_empty() {
