@@ -91,6 +91,29 @@ pub fn x_block(cols: usize) -> usize {
     (fit / X_TILE * X_TILE).max(X_TILE)
 }
 
+/// Calls `rows_fn(r0, r1)` for every output row: at once on the calling thread, or in chunks
+/// (multiples of [`ROW_TILE`], four per thread) over the backend's pool when the call's
+/// `macs` multiply-adds pay for the hand-off. Shared by the float and [`int8`] kernels.
+fn split_rows(
+    backend: &CpuBackend,
+    rows: usize,
+    macs: usize,
+    rows_fn: impl Fn(usize, usize) + Sync,
+) {
+    let threads = backend.threads();
+    if threads == 1 || macs < PARALLEL_MIN_MACS {
+        rows_fn(0, rows);
+        return;
+    }
+    let chunk = rows.div_ceil(threads * 4).next_multiple_of(ROW_TILE);
+    backend.pool().install(|| {
+        (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let r0 = c * chunk;
+            rows_fn(r0, (r0 + chunk).min(rows));
+        });
+    });
+}
+
 /// Dense projection of every row of `x` (shapes already checked by the caller).
 pub fn matmul(backend: &CpuBackend, w: &DenseMatrix, x: &[f32], out: &mut [f32]) {
     let (rows, cols) = (w.rows(), w.cols());
@@ -106,7 +129,6 @@ pub fn matmul(backend: &CpuBackend, w: &DenseMatrix, x: &[f32], out: &mut [f32])
         return;
     };
     let xb = x_block(cols);
-    let threads = backend.threads();
     for (xs, os) in x.chunks(xb * cols).zip(out.chunks_mut(xb * rows)) {
         let block = Block {
             w: weights,
@@ -116,17 +138,9 @@ pub fn matmul(backend: &CpuBackend, w: &DenseMatrix, x: &[f32], out: &mut [f32])
             out_stride: rows,
         };
         let out_ptr = OutPtr(os.as_mut_ptr());
-        if threads == 1 || rows * cols * n.min(xb) < PARALLEL_MIN_MACS {
-            run(backend.path(), &block, 0, rows, out_ptr);
-            continue;
-        }
-        let chunk = rows.div_ceil(threads * 4).next_multiple_of(ROW_TILE);
         let path = backend.path();
-        backend.pool().install(|| {
-            (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
-                let r0 = c * chunk;
-                run(path, &block, r0, (r0 + chunk).min(rows), out_ptr);
-            });
+        split_rows(backend, rows, rows * cols * n.min(xb), |r0, r1| {
+            run(path, &block, r0, r1, out_ptr)
         });
     }
 }

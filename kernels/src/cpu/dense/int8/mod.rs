@@ -17,15 +17,9 @@ mod avx2;
 mod avx512;
 mod scalar;
 
-use super::{OutPtr, ROW_TILE};
+use super::{split_rows, OutPtr, X_BLOCK_BYTES};
 use crate::cpu::{ops, CpuBackend, CpuPath};
-use rayon::prelude::*;
 use std::cell::Cell;
-
-/// Bytes of quantized activations an outer block may hold (half of a 1 MiB L2).
-const Q_BLOCK_BYTES: usize = 512 << 10;
-/// Below this many multiply-adds a call stays on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// One call's worth of work for a kernel: weight rows against `nx` quantized activation rows.
 #[derive(Clone, Copy, Debug)]
@@ -94,8 +88,7 @@ pub fn matmul(
         s.q.chunks_exact(cols)
             .map(|r| r.iter().map(|&v| v as i32).sum::<i32>()),
     );
-    let xb = (Q_BLOCK_BYTES / cols).max(1);
-    let threads = backend.threads();
+    let xb = (X_BLOCK_BYTES / cols).max(1);
     for (c, os) in out.chunks_mut(xb * rows).enumerate() {
         let nx = os.len() / rows;
         let rng = c * xb..c * xb + nx;
@@ -111,16 +104,8 @@ pub fn matmul(
         };
         let out_ptr = OutPtr(os.as_mut_ptr());
         let path = backend.path();
-        if threads == 1 || rows * cols * nx < PARALLEL_MIN_MACS {
-            run(path, &block, 0, rows, out_ptr);
-            continue;
-        }
-        let chunk = rows.div_ceil(threads * 4).next_multiple_of(ROW_TILE);
-        backend.pool().install(|| {
-            (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
-                let r0 = c * chunk;
-                run(path, &block, r0, (r0 + chunk).min(rows), out_ptr);
-            });
+        split_rows(backend, rows, rows * cols * nx, |r0, r1| {
+            run(path, &block, r0, r1, out_ptr)
         });
     }
     SCRATCH.set(s);
