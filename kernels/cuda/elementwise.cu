@@ -94,13 +94,15 @@ gather_rows(const float* __restrict__ x, const u32* __restrict__ idx, float* __r
     out[i] = x[(size_t)idx[r] * cols + (size_t)(i - r * cols)];
 }
 
-// out[r, c] = x[r, c0 + c] for c < w: columns c0 .. c0 + w of rows `width` wide.
+// out[r, c] = x[r, c0 + c] for c < w: columns c0 .. c0 + w of rows `width` wide, zero past
+// the row's end (so it also pads rows to a wider stride).
 extern "C" __global__ void __launch_bounds__(256)
 take_columns(const float* __restrict__ x, float* __restrict__ out, int width, int c0, int w,
              long long n) {
     ELEMENT_INDEX
     const long long r = i / w;
-    out[i] = x[(size_t)r * width + c0 + (size_t)(i - r * w)];
+    const int col = c0 + (int)(i - r * w);
+    out[i] = col < width ? x[(size_t)r * width + col] : 0.0f;
 }
 
 // Whole rows from the ranks' column blocks after an all-gather: `parts` holds, rank after rank,

@@ -107,6 +107,7 @@ impl<'a> KvBatch<'a> {
             if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= vocab) {
                 return Err(WorkerError::TokenOutOfRange { id, vocab });
             }
+            self.pool(i).check_host()?;
             self.pool(i).check_table(s.table, s.past + s.tokens.len())?;
         }
         Ok(())
@@ -145,7 +146,7 @@ impl<'a> KvBatch<'a> {
             let n = s.tokens.len();
             let pool = self.pool_mut(i);
             let rows = start * kv_width..(start + n) * kv_width;
-            pool.write(layer, s.table, s.past, &k[rows.clone()], &v[rows]);
+            pool.write(layer, s.table, s.past, &k[rows.clone()], &v[rows])?;
             let shape = AttentionShape {
                 n_heads: heads.q,
                 n_kv_heads: heads.kv,
@@ -157,7 +158,7 @@ impl<'a> KvBatch<'a> {
             b.paged_attention(
                 &shape,
                 &q[rows.clone()],
-                &pool.paged(layer, s.table),
+                &pool.paged(layer, s.table)?,
                 &mut out[rows],
             )?;
             start += n;

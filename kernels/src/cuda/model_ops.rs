@@ -252,7 +252,8 @@ impl DeviceOps<'_> {
         Ok(())
     }
 
-    /// Columns `c0 .. c0 + w` of each of `rows` rows `width` wide, into `out` (`rows × w`).
+    /// Columns `c0 .. c1` of each of `rows` rows `width` wide, into `out` (`rows × (c1 − c0)`);
+    /// columns past `width` read as zero (padding rows to a wider stride).
     pub fn take_columns(
         &self,
         x: &CudaSlice<f32>,
@@ -263,7 +264,7 @@ impl DeviceOps<'_> {
     ) -> Result<(), CudaError> {
         let (c0, c1) = span;
         let w = c1.saturating_sub(c0);
-        if c0 > c1 || c1 > width || x.len() < rows * width || out.len() < rows * w {
+        if c0 > c1 || c0 > width || x.len() < rows * width || out.len() < rows * w {
             return Err(CudaError::Shape {
                 op: "take_columns",
                 reason: format!("columns {c0}..{c1} of {rows} rows of {width}"),
