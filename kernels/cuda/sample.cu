@@ -49,9 +49,11 @@ argmax_rows(const float* __restrict__ logits, u32* __restrict__ ids, int cols) {
 // select over the 64-bit key (ordered bits of s, then ~id: unique, larger = earlier), 8 passes
 // of 8 bits with a 256-bin histogram in shared memory. Masses are fixed point (p · 2^40 in
 // u64, exp in f32 as on the CPU), so every sum is exact and order independent: a draw can
-// differ from the CPU's only when r falls within ~1e-7 of a boundary of its f32 running sums,
-// and tokens with p < 2^-41 of the top token's (which the CPU could still pick, with that
-// probability) are never picked. Temperature 0 is greedy: the first index of the largest
+// differ from the CPU's only when r falls between a boundary of the exact CDF and the CPU's
+// f32-rounded one (rare within small top-k / top-p nuclei; over a whole flat 32k vocabulary,
+// thousands of boundaries each moved by ~1e-6, several percent of draws), and tokens with
+// p < 2^-41 of the top token's (which the CPU could still pick, with that probability) are
+// never picked. Temperature 0 is greedy: the first index of the largest
 // logit, as argmax_rows.
 //
 // Logprobs (lp_n ≥ 0) are of the raw logits, as worker::logprobs: (l − max) − ln Σ exp(l − max)
