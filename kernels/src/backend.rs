@@ -34,6 +34,15 @@ pub struct PagedKv<'a> {
     pub block_size: usize,
 }
 
+/// One sequence's share of a batched [`Backend::paged_attention_batch`] call.
+#[derive(Debug)]
+pub struct PagedAttentionCall<'a> {
+    pub shape: AttentionShape,
+    pub q: &'a [f32],
+    pub kv: PagedKv<'a>,
+    pub out: &'a mut [f32],
+}
+
 /// The ops of a BitNet b1.58 forward pass. All buffers are row-major with one row per token.
 pub trait Backend: Send + Sync {
     /// Short name for logs and parity reports ("cpu", "reference", ...).
@@ -148,6 +157,23 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), KernelError> {
         let (k, v) = crate::reference::gather_paged(shape, kv)?;
         self.attention(shape, q, &k, &v, out)
+    }
+
+    /// [`Backend::paged_attention`] for the sequences of one batch (one layer each): the CPU
+    /// backend spreads the (query, kv head) tasks of every sequence over its threads at once,
+    /// where one short decode call alone would stay on one thread. Every call is checked
+    /// before any runs; the default then runs them one after another.
+    fn paged_attention_batch(
+        &self,
+        calls: &mut [PagedAttentionCall<'_>],
+    ) -> Result<(), KernelError> {
+        for call in calls.iter() {
+            crate::reference::check_paged_call(&call.shape, call.q, &call.kv, call.out)?;
+        }
+        for call in calls.iter_mut() {
+            self.paged_attention(&call.shape, call.q, &call.kv, call.out)?;
+        }
+        Ok(())
     }
 
     /// `out = silu(gate) · up`.

@@ -22,7 +22,7 @@ pub mod packing;
 pub mod reference;
 pub mod sign;
 
-pub use backend::{AttentionShape, Backend, PagedKv};
+pub use backend::{AttentionShape, Backend, PagedAttentionCall, PagedKv};
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaBackend, CudaError};

@@ -297,6 +297,33 @@ pub fn check_attention_shape(
     check_len("attention", "v", k.len(), v.len())
 }
 
+/// Checks one paged attention call (shared by every backend): a causal GQA `shape`, `q` and
+/// `out` of its size, and the history as [`check_paged_kv`] does.
+pub fn check_paged_call(
+    shape: &AttentionShape,
+    q: &[f32],
+    kv: &PagedKv<'_>,
+    out: &[f32],
+) -> Result<(), KernelError> {
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+        n_queries,
+        ctx_len,
+    } = *shape;
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || n_queries > ctx_len {
+        return Err(KernelError::Shape {
+            op: "paged_attention",
+            reason: format!("{shape:?} is not a valid causal GQA shape"),
+        });
+    }
+    check_len("paged_attention", "q", n_queries * n_heads * hd, q.len())?;
+    check_len("paged_attention", "out", q.len(), out.len())?;
+    crate::reference::check_paged_kv(shape, kv)?;
+    Ok(())
+}
+
 /// Checks a paged history against `shape` (shared by every backend): a power-of-two block
 /// size, pools of whole blocks of equal size, a table covering `ctx_len` tokens, and every
 /// block it uses inside the pool. Returns the number of blocks in the pool.

@@ -12,7 +12,9 @@
 
 use bitnet_kernels::cpu::CpuPath;
 use bitnet_kernels::reference;
-use bitnet_kernels::{AttentionShape, Backend, CpuBackend, KernelError, PagedKv};
+use bitnet_kernels::{
+    AttentionShape, Backend, CpuBackend, KernelError, PagedAttentionCall, PagedKv,
+};
 use std::collections::BTreeMap;
 
 const BLOCK: usize = 16;
@@ -126,6 +128,112 @@ fn paged_attention_matches_the_reference_on_every_path() {
         assert!(n > 0, "path {} is available but ran no cases", path.name());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A decode batch of sequences sharing one pool (disjoint shuffled blocks, contexts 1 to 300,
+/// one with a 5-token chunk): `paged_attention_batch` gives, bit for bit, what one
+/// `paged_attention` call per sequence gives on the same backend (the batch only changes which
+/// thread runs a task), on every path with 1 and 3 threads; a bad member fails the whole call
+/// before anything is written.
+#[test]
+fn batched_paged_attention_equals_one_call_per_sequence() {
+    let mut rng = Rng::new(91);
+    let (n_heads, n_kv_heads, head_dim) = (20, 5, 128);
+    let stride = n_kv_heads * head_dim;
+    let seqs: [(usize, usize); 6] = [(1, 1), (17, 1), (33, 5), (300, 1), (129, 1), (16, 1)];
+    let blocks: Vec<usize> = seqs.iter().map(|&(ctx, _)| ctx.div_ceil(BLOCK)).collect();
+    let pool_blocks: usize = blocks.iter().sum::<usize>() + 3;
+    let keys = rng.vec(pool_blocks * BLOCK * stride, 1.0);
+    let values = rng.vec(pool_blocks * BLOCK * stride, 1.0);
+    let order = rng.permutation(pool_blocks);
+    let mut tables = Vec::new();
+    let mut used = 0;
+    for &b in &blocks {
+        tables.push(order[used..used + b].to_vec());
+        used += b;
+    }
+    let shapes: Vec<AttentionShape> = seqs
+        .iter()
+        .map(|&(ctx_len, n_queries)| AttentionShape {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            n_queries,
+            ctx_len,
+        })
+        .collect();
+    let qs: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| rng.vec(s.n_queries * n_heads * head_dim, 1.0))
+        .collect();
+    let kv = |i: usize| PagedKv {
+        keys: &keys,
+        values: &values,
+        block_table: &tables[i],
+        block_size: BLOCK,
+    };
+    let mut cases = 0;
+    for (name, _, b) in backends() {
+        let single: Vec<Vec<f32>> = (0..seqs.len())
+            .map(|i| {
+                let mut out = vec![f32::NAN; qs[i].len()];
+                b.paged_attention(&shapes[i], &qs[i], &kv(i), &mut out)
+                    .expect("one sequence");
+                out
+            })
+            .collect();
+        let mut outs: Vec<Vec<f32>> = qs.iter().map(|q| vec![f32::NAN; q.len()]).collect();
+        let mut calls: Vec<PagedAttentionCall<'_>> = outs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, out)| PagedAttentionCall {
+                shape: shapes[i],
+                q: &qs[i],
+                kv: kv(i),
+                out,
+            })
+            .collect();
+        b.paged_attention_batch(&mut calls).expect("batch");
+        for (i, (got, want)) in outs.iter().zip(&single).enumerate() {
+            let same = got
+                .iter()
+                .zip(want)
+                .all(|(a, w)| a.to_bits() == w.to_bits());
+            assert!(same, "{name}: sequence {i} differs from its own call");
+            cases += 1;
+        }
+        // The last member's table is too short for its context: nothing may be written.
+        let mut outs: Vec<Vec<f32>> = qs.iter().map(|q| vec![f32::NAN; q.len()]).collect();
+        let short = [tables[3][0]];
+        let mut calls: Vec<PagedAttentionCall<'_>> = outs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, out)| PagedAttentionCall {
+                shape: shapes[i],
+                q: &qs[i],
+                kv: if i == 3 {
+                    PagedKv {
+                        block_table: &short,
+                        ..kv(i)
+                    }
+                } else {
+                    kv(i)
+                },
+                out,
+            })
+            .collect();
+        let err = b.paged_attention_batch(&mut calls);
+        assert!(
+            matches!(err, Err(KernelError::Shape { .. })),
+            "{name}: {err:?}"
+        );
+        assert!(
+            outs.iter().flatten().all(|v| v.is_nan()),
+            "{name}: wrote before failing"
+        );
+    }
+    println!("paged_attention_batch: {cases} sequences compared");
+    assert!(cases > 0);
 }
 
 #[test]

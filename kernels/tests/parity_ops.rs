@@ -2,8 +2,9 @@
 //! (`bitnet_kernels::reference`), on every [`CpuPath`] this processor has, each with 1 and 3
 //! threads (3 exercises uneven splits of rows and attention groups).
 //!
-//! Shapes are odd on purpose (cols 7, 96, 769, 2560; n 1, 3, 17 and 64 for the activation-block
-//! split; heads/kv 20/5 and 4/4; head_dim 128 and 24; contexts 1, 33, 300). Tolerances, per op:
+//! Shapes are odd on purpose (cols 7, 96, 769, 2560; n 1, 3, 17, and 64 at 2560 columns for the
+//! activation-block split and the threaded element-wise ops; heads/kv 20/5 and 4/4; head_dim
+//! 128 and 24; contexts 1, 33, 300). Tolerances, per op:
 //! - exact: embedding (every dtype), RMSNorm and LayerNorm (f64 sums of the same terms: only
 //!   their order differs, see `cpu::ops`), quantize_rows (`q` and `s`), dequantize_rows, RoPE,
 //!   scale_columns, relu2_mul, add_assign, and matching errors on bad shapes;
@@ -23,6 +24,17 @@ use std::collections::BTreeMap;
 
 const COLS: [usize; 4] = [7, 96, 769, 2560];
 const NS: [usize; 3] = [1, 3, 17];
+
+/// Rows per case at `cols`: [`NS`], plus 64 at 2560 columns, large enough
+/// (≥ `cpu::ops::PARALLEL_MIN_ELEMENTS`) for the row-wise and element-wise ops to split over
+/// the threads.
+fn ns(cols: usize) -> Vec<usize> {
+    let mut ns = NS.to_vec();
+    if cols == 2560 {
+        ns.push(64);
+    }
+    ns
+}
 
 /// Deterministic values in [-1, 1) (64-bit LCG, top bits).
 struct Rng(u64);
@@ -211,7 +223,7 @@ fn check_embedding(p: &mut Parity, rng: &mut Rng) {
 
 fn check_norms(p: &mut Parity, rng: &mut Rng) {
     for cols in COLS {
-        for n in NS {
+        for n in ns(cols) {
             let x = rng.vec(n * cols, 3.0);
             let weight = rng.vec(cols, 1.5);
             for w in [None, Some(&weight[..])] {
@@ -244,7 +256,7 @@ fn check_norms(p: &mut Parity, rng: &mut Rng) {
 
 fn check_quantization(p: &mut Parity, rng: &mut Rng) {
     for cols in COLS {
-        for n in NS {
+        for n in ns(cols) {
             let mut x = rng.vec(n * cols, 4.0);
             // Row 0: absmax 127/64 makes s = 64 exactly, so (j + 0.5) / 64 lands on ties.
             for (j, v) in x[..cols].iter_mut().enumerate() {
@@ -283,7 +295,7 @@ fn check_quantization(p: &mut Parity, rng: &mut Rng) {
 
 fn check_elementwise(p: &mut Parity, rng: &mut Rng) {
     for cols in COLS {
-        for n in NS {
+        for n in ns(cols) {
             let len = n * cols;
             let (mut g, u) = (rng.vec(len, 6.0), rng.vec(len, 2.0));
             // Saturating gates: exp overflows or underflows in the reference.
@@ -335,6 +347,8 @@ fn check_rope(p: &mut Parity, rng: &mut Rng) {
             vec![0usize],
             vec![7, 8, 9],
             (0..17).map(|t| t * 241).collect(),
+            // Enough rows (64 · 20 · 128 values) to split over the threads.
+            (0..64).map(|t| t * 37 + 5).collect(),
         ] {
             for theta in [10_000.0f32, 500_000.0] {
                 let x = rng.vec(positions.len() * heads * hd, 2.0);

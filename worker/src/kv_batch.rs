@@ -7,7 +7,7 @@
 use crate::error::WorkerError;
 use crate::kv_pool::KvPool;
 use crate::model::{PagedChunk, SequenceChunk};
-use bitnet_kernels::{AttentionShape, Backend};
+use bitnet_kernels::{AttentionShape, Backend, PagedAttentionCall};
 
 /// One sequence of the batch: its new tokens, its block table and the tokens before them.
 #[derive(Clone, Copy, Debug)]
@@ -140,29 +140,37 @@ impl<'a> KvBatch<'a> {
     ) -> Result<(), WorkerError> {
         let Qkv { q, k, v } = qkv;
         let (q_width, kv_width) = (heads.q * heads.dim, heads.kv * heads.dim);
+        // Store every sequence's new keys and values, then attend all sequences in one call.
         let mut start = 0;
         for i in 0..self.seqs.len() {
             let s = self.seqs[i];
-            let n = s.tokens.len();
-            let pool = self.pool_mut(i);
-            let rows = start * kv_width..(start + n) * kv_width;
-            pool.write(layer, s.table, s.past, &k[rows.clone()], &v[rows])?;
-            let shape = AttentionShape {
-                n_heads: heads.q,
-                n_kv_heads: heads.kv,
-                head_dim: heads.dim,
-                n_queries: n,
-                ctx_len: s.past + n,
-            };
-            let rows = start * q_width..(start + n) * q_width;
-            b.paged_attention(
-                &shape,
-                &q[rows.clone()],
-                &pool.paged(layer, s.table)?,
-                &mut out[rows],
-            )?;
-            start += n;
+            let rows = start * kv_width..(start + s.tokens.len()) * kv_width;
+            self.pool_mut(i)
+                .write(layer, s.table, s.past, &k[rows.clone()], &v[rows])?;
+            start += s.tokens.len();
         }
+        let mut calls = Vec::with_capacity(self.seqs.len());
+        let mut rest = out;
+        let mut q_rest = q;
+        for (i, s) in self.seqs.iter().enumerate() {
+            let n = s.tokens.len();
+            let (o, tail) = std::mem::take(&mut rest).split_at_mut(n * q_width);
+            let (qs, q_tail) = q_rest.split_at(n * q_width);
+            (rest, q_rest) = (tail, q_tail);
+            calls.push(PagedAttentionCall {
+                shape: AttentionShape {
+                    n_heads: heads.q,
+                    n_kv_heads: heads.kv,
+                    head_dim: heads.dim,
+                    n_queries: n,
+                    ctx_len: s.past + n,
+                },
+                q: qs,
+                kv: self.pool(i).paged(layer, s.table)?,
+                out: o,
+            });
+        }
+        b.paged_attention_batch(&mut calls)?;
         Ok(())
     }
 }

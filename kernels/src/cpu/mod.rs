@@ -16,7 +16,7 @@ pub mod ternary;
 
 pub use dispatch::CpuPath;
 
-use crate::backend::{AttentionShape, Backend, PagedKv};
+use crate::backend::{AttentionShape, Backend, PagedAttentionCall, PagedKv};
 use crate::error::KernelError;
 use crate::reference::projection_rows;
 use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
@@ -229,6 +229,12 @@ impl Backend for CpuBackend {
         out: &mut [f32],
     ) -> Result<(), KernelError> {
         ops::attention::paged_attention(self, shape, q, kv, out)
+    }
+    fn paged_attention_batch(
+        &self,
+        calls: &mut [PagedAttentionCall<'_>],
+    ) -> Result<(), KernelError> {
+        ops::attention::paged_attention_batch(self, calls)
     }
     fn silu_mul(&self, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
         ops::silu_mul(self, g, u, o)

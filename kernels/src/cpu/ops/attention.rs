@@ -8,17 +8,18 @@
 //! contiguous; a contiguous history is a single block large enough for every token, so both
 //! entry points share the kernels.
 //!
-//! Tasks run on the backend's pool when the call is large (prefill, long decode contexts),
-//! otherwise on the calling thread. Scores live in a per-thread scratch vector that only grows
+//! Tasks run on the backend's pool when the call is large (prefill, long decode contexts, or
+//! the sequences of a decode batch taken together by `paged_attention_batch`), otherwise on the
+//! calling thread. Scores live in a per-thread scratch vector that only grows
 //! (to `group · ctx_len`), so steady-state decoding does not allocate. Kernels: `attend` of
 //! each family in [`super`] (scalar, `avx2`, `avx512`).
 
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 use super::{dispatch, scalar};
-use crate::backend::{AttentionShape, PagedKv};
+use crate::backend::{AttentionShape, PagedAttentionCall, PagedKv};
 use crate::cpu::{CpuBackend, CpuPath};
-use crate::error::{check_len, KernelError};
+use crate::error::KernelError;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -88,7 +89,9 @@ pub fn attention(
 ) -> Result<(), KernelError> {
     crate::reference::check_attention_shape(shape, q, k, v, out)?;
     let shift = shape.ctx_len.max(1).next_power_of_two().trailing_zeros();
-    run(b, shape, q, (k, v, &[0], shift), out);
+    let mut tasks = Vec::new();
+    push_tasks(&mut tasks, shape, q, (k, v, &[0], shift), out);
+    run(b, tasks, macs(shape));
     Ok(())
 }
 
@@ -100,38 +103,60 @@ pub fn paged_attention(
     kv: &PagedKv<'_>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let AttentionShape {
-        n_heads,
-        n_kv_heads,
-        head_dim: hd,
-        n_queries,
-        ctx_len,
-    } = *shape;
-    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || n_queries > ctx_len {
-        return Err(KernelError::Shape {
-            op: "paged_attention",
-            reason: format!("{shape:?} is not a valid causal GQA shape"),
-        });
+    crate::reference::check_paged_call(shape, q, kv, out)?;
+    let mut tasks = Vec::new();
+    push_tasks(&mut tasks, shape, q, history(kv), out);
+    run(b, tasks, macs(shape));
+    Ok(())
+}
+
+/// See [`crate::Backend::paged_attention_batch`]: every call is checked first, then the tasks
+/// of all the sequences share the threads.
+pub fn paged_attention_batch(
+    b: &CpuBackend,
+    calls: &mut [PagedAttentionCall<'_>],
+) -> Result<(), KernelError> {
+    for call in calls.iter() {
+        crate::reference::check_paged_call(&call.shape, call.q, &call.kv, call.out)?;
     }
-    check_len("paged_attention", "q", n_queries * n_heads * hd, q.len())?;
-    check_len("paged_attention", "out", q.len(), out.len())?;
-    crate::reference::check_paged_kv(shape, kv)?;
-    let shift = kv.block_size.trailing_zeros();
-    run(
-        b,
-        shape,
-        q,
-        (kv.keys, kv.values, kv.block_table, shift),
-        out,
-    );
+    let mut tasks = Vec::new();
+    let mut total = 0;
+    for call in calls.iter_mut() {
+        total += macs(&call.shape);
+        push_tasks(&mut tasks, &call.shape, call.q, history(&call.kv), call.out);
+    }
+    run(b, tasks, total);
     Ok(())
 }
 
 /// Keys, values, block table and block shift of a (checked) history.
 type History<'a> = (&'a [f32], &'a [f32], &'a [u32], u32);
 
-/// Runs every (query, kv head) task of a checked call.
-fn run(b: &CpuBackend, shape: &AttentionShape, q: &[f32], kv: History<'_>, out: &mut [f32]) {
+fn history<'a>(kv: &PagedKv<'a>) -> History<'a> {
+    (
+        kv.keys,
+        kv.values,
+        kv.block_table,
+        kv.block_size.trailing_zeros(),
+    )
+}
+
+/// Multiply-adds of one call (its share of the parallel threshold).
+fn macs(shape: &AttentionShape) -> usize {
+    shape.n_queries * shape.ctx_len * shape.n_heads * shape.head_dim
+}
+
+/// One task and the `group × head_dim` output rows it writes.
+type Task<'a> = (GroupTask<'a>, &'a mut [f32]);
+
+/// Appends the (query, kv head) tasks of one checked call.
+fn push_tasks<'a>(
+    tasks: &mut Vec<Task<'a>>,
+    shape: &AttentionShape,
+    q: &'a [f32],
+    kv: History<'a>,
+    out: &'a mut [f32],
+) {
     let AttentionShape {
         n_heads,
         n_kv_heads,
@@ -145,8 +170,8 @@ fn run(b: &CpuBackend, shape: &AttentionShape, q: &[f32], kv: History<'_>, out: 
     if width == 0 {
         return;
     }
-    let path = b.path();
-    let run = |c: usize, qg: &[f32], og: &mut [f32]| {
+    let chunks = out.chunks_mut(width).zip(q.chunks(width)).enumerate();
+    tasks.extend(chunks.map(|(c, (og, qg))| {
         let task = GroupTask {
             q: qg,
             k,
@@ -160,25 +185,25 @@ fn run(b: &CpuBackend, shape: &AttentionShape, q: &[f32], kv: History<'_>, out: 
             visible: ctx_len - n_queries + c / n_kv_heads + 1,
             scale: 1.0 / (hd as f32).sqrt(),
         };
+        (task, og)
+    }));
+}
+
+/// Runs the tasks of checked calls worth `macs` multiply-adds, on the pool when that pays.
+fn run(b: &CpuBackend, mut tasks: Vec<Task<'_>>, macs: usize) {
+    let path = b.path();
+    let one = |(task, og): &mut Task<'_>| {
         SCORES.with_borrow_mut(|s| {
-            if s.len() < group * task.visible {
-                s.resize(group * ctx_len, 0.0);
+            let need = task.group * task.visible;
+            if s.len() < need {
+                s.resize(need.next_power_of_two(), 0.0);
             }
-            let scores = &mut s[..group * task.visible];
-            dispatch!(path, attend(&task, scores, og));
+            dispatch!(path, attend(task, &mut s[..need], og));
         });
     };
-    let tasks = n_queries * n_kv_heads;
-    if b.threads() > 1 && tasks > 1 && n_queries * ctx_len * n_heads * hd >= PARALLEL_MIN_MACS {
-        b.pool().install(|| {
-            out.par_chunks_mut(width)
-                .zip(q.par_chunks(width))
-                .enumerate()
-                .for_each(|(c, (og, qg))| run(c, qg, og));
-        });
+    if b.threads() > 1 && tasks.len() > 1 && macs >= PARALLEL_MIN_MACS {
+        b.pool().install(|| tasks.par_iter_mut().for_each(one));
     } else {
-        for (c, (og, qg)) in out.chunks_mut(width).zip(q.chunks(width)).enumerate() {
-            run(c, qg, og);
-        }
+        tasks.iter_mut().for_each(one);
     }
 }

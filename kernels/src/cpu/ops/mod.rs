@@ -25,11 +25,45 @@ use crate::error::{check_len, KernelError};
 use crate::reference::rows_of;
 use crate::{DenseData, DenseMatrix};
 use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+use std::ops::Range;
 
 pub use attention::attention;
 
 /// Pairs of a RoPE head rotated per table refill (stack tables of this many sines and cosines).
 pub const ROPE_PAIRS: usize = 128;
+
+/// Elements of output from which a row-wise or element-wise op is split over the pool (about
+/// 20 µs of single-threaded work; a split costs a few µs inside a forward pass).
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+
+/// Elements per task of a split element-wise op (keeps SIMD loops whole).
+const ELEMENT_GRAIN: usize = 1024;
+
+/// Runs `f(rows, chunk)` over chunks of whole `cols`-wide rows of `out`, covering every row:
+/// split over the backend's threads when `out` is large, else one call on this thread.
+/// Results do not depend on the split (every row is computed alone).
+fn par_rows<O: Send>(
+    b: &CpuBackend,
+    out: &mut [O],
+    cols: usize,
+    grain: usize,
+    f: impl Fn(Range<usize>, &mut [O]) + Sync,
+) {
+    let rows = out.len() / cols.max(1);
+    if b.threads() <= 1 || rows < 2 || out.len() < PARALLEL_MIN_ELEMENTS {
+        f(0..rows, out);
+        return;
+    }
+    let chunk = rows
+        .div_ceil(b.threads() * 2)
+        .next_multiple_of(grain.max(1));
+    b.pool().install(|| {
+        out.par_chunks_mut(chunk * cols)
+            .enumerate()
+            .for_each(|(i, part)| f(i * chunk..i * chunk + part.len() / cols, part));
+    });
+}
 
 /// Calls `$f(args)` from the kernel family of `$path`.
 macro_rules! dispatch {
@@ -93,12 +127,16 @@ pub fn rms_norm(
     if let Some(w) = weight {
         check_len("rms_norm", "weight", cols, w.len())?;
     }
-    for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let sum_sq = dispatch!(b.path(), sum_sq_f64(xr));
-        let mean_sq = (sum_sq / cols as f64) as f32;
-        let inv = 1.0 / (mean_sq + eps).sqrt();
-        dispatch!(b.path(), scale_into(xr, inv, weight, or));
-    }
+    let path = b.path();
+    par_rows(b, out, cols, 1, |rows, out| {
+        let x = &x[rows.start * cols..rows.end * cols];
+        for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+            let sum_sq = dispatch!(path, sum_sq_f64(xr));
+            let mean_sq = (sum_sq / cols as f64) as f32;
+            let inv = 1.0 / (mean_sq + eps).sqrt();
+            dispatch!(path, scale_into(xr, inv, weight, or));
+        }
+    });
     Ok(())
 }
 
@@ -112,12 +150,16 @@ pub fn layer_norm(
 ) -> Result<(), KernelError> {
     check_len("layer_norm", "out", x.len(), out.len())?;
     rows_of("layer_norm", x.len(), cols)?;
-    for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let mean = (dispatch!(b.path(), sum_f64(xr)) / cols as f64) as f32;
-        let var = (dispatch!(b.path(), sum_sq_dev_f64(xr, mean)) / cols as f64) as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        dispatch!(b.path(), center_scale_into(xr, mean, inv, or));
-    }
+    let path = b.path();
+    par_rows(b, out, cols, 1, |rows, out| {
+        let x = &x[rows.start * cols..rows.end * cols];
+        for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+            let mean = (dispatch!(path, sum_f64(xr)) / cols as f64) as f32;
+            let var = (dispatch!(path, sum_sq_dev_f64(xr, mean)) / cols as f64) as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            dispatch!(path, center_scale_into(xr, mean, inv, or));
+        }
+    });
     Ok(())
 }
 
@@ -132,14 +174,28 @@ pub fn quantize_rows(
     let rows = rows_of("quantize_rows", x.len(), cols)?;
     check_len("quantize_rows", "q", x.len(), q.len())?;
     check_len("quantize_rows", "scales", rows, scales.len())?;
-    for ((xr, qr), s) in x
-        .chunks_exact(cols)
-        .zip(q.chunks_exact_mut(cols))
-        .zip(scales.iter_mut())
-    {
-        *s = 127.0 / dispatch!(b.path(), absmax(xr)).max(1e-5);
-        dispatch!(b.path(), quantize(xr, *s, qr));
+    let path = b.path();
+    let quantize = |x: &[f32], q: &mut [i8], scales: &mut [f32]| {
+        for ((xr, qr), s) in x
+            .chunks_exact(cols)
+            .zip(q.chunks_exact_mut(cols))
+            .zip(scales.iter_mut())
+        {
+            *s = 127.0 / dispatch!(path, absmax(xr)).max(1e-5);
+            dispatch!(path, quantize(xr, *s, qr));
+        }
+    };
+    if b.threads() <= 1 || rows < 2 || x.len() < PARALLEL_MIN_ELEMENTS {
+        quantize(x, q, scales);
+        return Ok(());
     }
+    let chunk = rows.div_ceil(b.threads() * 2);
+    b.pool().install(|| {
+        x.par_chunks(chunk * cols)
+            .zip(q.par_chunks_mut(chunk * cols))
+            .zip(scales.par_chunks_mut(chunk))
+            .for_each(|((x, q), s)| quantize(x, q, s));
+    });
     Ok(())
 }
 
@@ -155,22 +211,29 @@ pub fn dequantize_rows(
     if cols == 0 {
         return Ok(());
     }
-    for ((ar, or), s) in acc
-        .chunks_exact(cols)
-        .zip(out.chunks_exact_mut(cols))
-        .zip(scales)
-    {
-        dispatch!(b.path(), dequantize(ar, beta / s, or));
-    }
+    let path = b.path();
+    par_rows(b, out, cols, 1, |rows, out| {
+        let acc = &acc[rows.start * cols..rows.end * cols];
+        for ((ar, or), s) in acc
+            .chunks_exact(cols)
+            .zip(out.chunks_exact_mut(cols))
+            .zip(&scales[rows])
+        {
+            dispatch!(path, dequantize(ar, beta / s, or));
+        }
+    });
     Ok(())
 }
 
 /// See [`crate::Backend::scale_columns`].
 pub fn scale_columns(b: &CpuBackend, x: &mut [f32], factors: &[f32]) -> Result<(), KernelError> {
     rows_of("scale_columns", x.len(), factors.len())?;
-    for row in x.chunks_exact_mut(factors.len()) {
-        dispatch!(b.path(), mul_assign(row, factors));
-    }
+    let path = b.path();
+    par_rows(b, x, factors.len(), 1, |_, x| {
+        for row in x.chunks_exact_mut(factors.len()) {
+            dispatch!(path, mul_assign(row, factors));
+        }
+    });
     Ok(())
 }
 
@@ -186,6 +249,25 @@ pub fn rope(
     theta: f32,
 ) -> Result<(), KernelError> {
     crate::reference::check_rope_shape(x, positions, n_heads, head_dim)?;
+    if head_dim < 2 {
+        return Ok(());
+    }
+    let path = b.path();
+    par_rows(b, x, n_heads * head_dim, 1, |rows, x| {
+        rope_rows(path, x, &positions[rows], n_heads, head_dim, theta)
+    });
+    Ok(())
+}
+
+/// RoPE of the rows of `x` at `positions` (one row per position).
+fn rope_rows(
+    path: CpuPath,
+    x: &mut [f32],
+    positions: &[usize],
+    n_heads: usize,
+    head_dim: usize,
+    theta: f32,
+) {
     let half = head_dim / 2;
     let (mut inv_freq, mut sin, mut cos) =
         ([0.0f32; ROPE_PAIRS], [0.0; ROPE_PAIRS], [0.0; ROPE_PAIRS]);
@@ -202,18 +284,20 @@ pub fn rope(
             for head in row.chunks_exact_mut(head_dim) {
                 let (lo, hi) = head.split_at_mut(half);
                 let (x0, x1) = (&mut lo[p0..p0 + pairs], &mut hi[p0..p0 + pairs]);
-                dispatch!(b.path(), rotate(x0, x1, &cos[..pairs], &sin[..pairs]));
+                dispatch!(path, rotate(x0, x1, &cos[..pairs], &sin[..pairs]));
             }
         }
     }
-    Ok(())
 }
 
 /// See [`crate::Backend::silu_mul`].
 pub fn silu_mul(b: &CpuBackend, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
     check_len("silu_mul", "up", g.len(), u.len())?;
     check_len("silu_mul", "out", g.len(), o.len())?;
-    dispatch!(b.path(), silu_mul(g, u, o));
+    let path = b.path();
+    par_rows(b, o, 1, ELEMENT_GRAIN, |r, o| {
+        dispatch!(path, silu_mul(&g[r.clone()], &u[r], o))
+    });
     Ok(())
 }
 
@@ -221,13 +305,19 @@ pub fn silu_mul(b: &CpuBackend, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(
 pub fn relu2_mul(b: &CpuBackend, g: &[f32], u: &[f32], o: &mut [f32]) -> Result<(), KernelError> {
     check_len("relu2_mul", "up", g.len(), u.len())?;
     check_len("relu2_mul", "out", g.len(), o.len())?;
-    dispatch!(b.path(), relu2_mul(g, u, o));
+    let path = b.path();
+    par_rows(b, o, 1, ELEMENT_GRAIN, |r, o| {
+        dispatch!(path, relu2_mul(&g[r.clone()], &u[r], o))
+    });
     Ok(())
 }
 
 /// See [`crate::Backend::add_assign`]: bit-exact with the reference.
 pub fn add_assign(b: &CpuBackend, x: &mut [f32], y: &[f32]) -> Result<(), KernelError> {
     check_len("add_assign", "y", x.len(), y.len())?;
-    dispatch!(b.path(), add_assign(x, y));
+    let path = b.path();
+    par_rows(b, x, 1, ELEMENT_GRAIN, |r, x| {
+        dispatch!(path, add_assign(x, &y[r]))
+    });
     Ok(())
 }
