@@ -4,7 +4,8 @@
 //! layer 0's int8 activations exactly, the fixture's 24 greedy tokens (the CPU's) through
 //! `generate_paged` with sampling on the device; then, per fixture, a batch of two sequences
 //! on shuffled block tables in one device pool, chunked across block boundaries, against the
-//! CPU model on the same tables; bad input (a token outside the vocabulary, a table too short
+//! CPU model on the same tables (and passes of more than 16 tokens, where dense 16-bit layers
+//! take cuBLAS with 16-bit activations: a looser tolerance for `llama-f16` / `bitnet-bf16`); bad input (a token outside the vocabulary, a table too short
 //! for the tokens, another model's pool) refused without changing what a later pass computes;
 //! and TP = 2 on one GPU (two ranks as threads, `HostStaged` over a `LocalGroup`) against
 //! TP = 1: bit-identical logits for the ternary families, within 1e-5 of max |logit| otherwise.
@@ -106,19 +107,47 @@ fn whole_prompt(f: &Fixture, weights: &ModelWeights, cases: &mut usize) -> Resul
 }
 
 /// Two sequences on shuffled tables in one pool, chunked across block boundaries, against the
-/// CPU model on the same tables; bad input refused without changing later results.
+/// CPU model on the same tables; bad input refused without changing later results. Passes of at
+/// most 16 tokens keep every dense 16-bit projection on f32 activations (the CPU's numerics:
+/// 1e-4 of max |logit|); a pass of 18 tokens then takes cuBLAS's path for dense 16-bit layers
+/// and heads, whose activations are rounded to the weight dtype (an FP16
+/// engine's numerics: 2e-3 of max |logit| for f16, 2e-2 for bf16 — the fixtures `llama-f16`
+/// and `bitnet-bf16`; 1e-4 for the others).
 fn chunked_batch(f: &Fixture, weights: &ModelWeights, cases: &mut usize) -> Result<(), String> {
     let name = &f.name;
     let vocab = weights.embedding.rows() as u32;
     let model = device_model(weights.clone())?;
     let cpu = Model::new(weights.clone(), CpuBackend::new(1));
     let a: Vec<u32> = (0..37).map(|i| (i * 7 + 3) % vocab).collect();
-    let b: Vec<u32> = (0..21).map(|i| (i * 13 + 1) % vocab).collect();
-    let (ta, tb) = ([5u32, 0, 3], [1u32, 4]);
-    let mut gpu_pool = model.new_pool(6).map_err(|e| e.to_string())?;
-    let mut cpu_pool = cpu.new_pool(6).map_err(|e| e.to_string())?;
+    let b: Vec<u32> = (0..20).map(|i| (i * 13 + 1) % vocab).collect();
+    let c: Vec<u32> = (0..23).map(|i| (i * 5 + 2) % vocab).collect();
+    let (ta, tb, tc) = ([5u32, 0, 3], [1u32, 4], [2u32, 6]);
+    let mut gpu_pool = model.new_pool(7).map_err(|e| e.to_string())?;
+    let mut cpu_pool = cpu.new_pool(7).map_err(|e| e.to_string())?;
+    let compare = |got: &[bitnet_worker::ForwardOutput],
+                   want: &[bitnet_worker::ForwardOutput],
+                   tol: f32,
+                   what: String|
+     -> Result<(), String> {
+        for (s, (g, w)) in got.iter().zip(want).enumerate() {
+            let (diff, scale) = max_abs_diff(&g.logits, &w.logits);
+            if g.logits.len() != w.logits.len() || diff > tol * scale {
+                return Err(format!(
+                    "{name}: {what} sequence {s}: max |Δlogit| {diff} (max {scale})"
+                ));
+            }
+        }
+        if got.len() != want.len() {
+            return Err(format!(
+                "{name}: {what}: {} outputs for {}",
+                got.len(),
+                want.len()
+            ));
+        }
+        Ok(())
+    };
     let mut done = (0usize, 0usize);
-    for (na, nb) in [(15usize, 9usize), (2, 8), (20, 4)] {
+    for (na, nb) in [(7usize, 5usize), (2, 8), (9, 3), (5, 2), (14, 2)] {
         let batch = [
             PagedChunk {
                 tokens: &a[done.0..done.0 + na],
@@ -161,17 +190,50 @@ fn chunked_batch(f: &Fixture, weights: &ModelWeights, cases: &mut usize) -> Resu
         let want = cpu
             .forward_paged(&mut cpu_pool, &batch, ALL)
             .map_err(|e| e.to_string())?;
-        for (s, (g, w)) in got.iter().zip(&want).enumerate() {
-            let (diff, scale) = max_abs_diff(&g.logits, &w.logits);
-            if g.logits.len() != w.logits.len() || diff > 1e-4 * scale {
-                return Err(format!(
-                    "{name}: batch chunk ({na}, {nb}) sequence {s}: max |Δlogit| {diff} (max {scale})"
-                ));
-            }
-        }
+        compare(&got, &want, 1e-4, format!("chunks ({na}, {nb})"))?;
         done = (done.0 + na, done.1 + nb);
         *cases += 1;
     }
+    // More than 16 rows in one pass (17 + 1 tokens): the many-row path of dense 16-bit layers;
+    // then c's next chunk, on keys and values that pass stored.
+    let next = [a[0]];
+    let wide = [
+        PagedChunk {
+            tokens: &c[..17],
+            block_table: &tc,
+            num_computed: 0,
+        },
+        PagedChunk {
+            tokens: &next,
+            block_table: &ta,
+            num_computed: 37,
+        },
+        PagedChunk {
+            tokens: &c[17..],
+            block_table: &tc,
+            num_computed: 17,
+        },
+    ];
+    let tol = match name.as_str() {
+        "llama-f16" => 2e-3,
+        "bitnet-bf16" => 2e-2,
+        _ => 1e-4,
+    };
+    let got = model
+        .forward_paged(&mut gpu_pool, &wide[..2], ALL)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let want = cpu
+        .forward_paged(&mut cpu_pool, &wide[..2], ALL)
+        .map_err(|e| e.to_string())?;
+    compare(&got, &want, tol, "a pass of 18 tokens".into())?;
+    let got = model
+        .forward_paged(&mut gpu_pool, &wide[2..], ALL)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let want = cpu
+        .forward_paged(&mut cpu_pool, &wide[2..], ALL)
+        .map_err(|e| e.to_string())?;
+    compare(&got, &want, tol, "a chunk after 17 tokens".into())?;
+    *cases += 2;
     Ok(())
 }
 
