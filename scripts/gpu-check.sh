@@ -5,8 +5,11 @@
 #       into gpu-bundle/ (git-ignored), with the fixtures they read, to carry to a GPU machine;
 #   on the GPU:      scripts/gpu-check.sh run   (default when nvidia-smi is present)
 #       runs from gpu-bundle/: the CUDA kernel parity suite (BITNET_REQUIRE_CUDA=1: no GPU or
-#       zero CUDA cases fails), the device collectives, the fixture logits on CUDA, a generate
-#       and the benchmarks with --device cuda, and writes docs/gpu-results.md (date, card,
+#       zero CUDA cases fails; paged attention included), the device collectives, sampling on
+#       the GPU against the CPU sampler, the fixture logits on CudaBackend and through the
+#       device-resident CUDA model (logits, greedy ids, chunked batches, TP = 2 on one GPU), a
+#       generate, `up` (also --tp 2 sharing one GPU over the host-staged collective) and the
+#       benchmarks with --device cuda, and writes docs/gpu-results.md (date, card,
 #       driver, every figure, each step's status). NVRTC / cuBLAS / NCCL come from the CUDA
 #       install there, or from pip wheels in gpu-bundle/wheels (see README "GPU checks").
 set -uo pipefail
@@ -25,7 +28,7 @@ if [[ "$MODE" == build ]]; then
         -p bitnet-kernels -p bitnet-worker -p bitnet-tests 2>/dev/null |
         python3 -c '
 import json, sys, shutil
-keep = {"parity_cuda", "cuda_start", "collective_cuda"}
+keep = {"parity_cuda", "cuda_start", "collective_cuda", "sampling_cuda", "cuda_device_forward"}
 for line in sys.stdin:
     m = json.loads(line)
     exe = m.get("executable")
@@ -83,11 +86,16 @@ B="$BUNDLE/bin"
 step cuda-start "$B/bitnet-kernels-cuda_start" --nocapture --test-threads=1
 step kernel-parity "$B/bitnet-kernels-parity_cuda" --nocapture --test-threads=1
 step collectives "$B/bitnet-worker-collective_cuda" --nocapture --test-threads=1
+step sampling "$B/bitnet-worker-sampling_cuda" --nocapture --test-threads=1
 step fixture-logits "$B/bitnet-tests-parity_cuda" --nocapture
+step device-forward "$B/bitnet-tests-cuda_device_forward" --nocapture
 step generate "$B/bitnet-cluster" generate --device cuda --prompt "Hello" --max-new-tokens 16 --json
 step up-generate bash -c "'$B/bitnet-cluster' up --device cuda --port 50557 & pid=\$!; \
     sleep 5; '$B/bitnet-cluster' generate --server 127.0.0.1:50557 --prompt Hello --json; rc=\$?; \
     kill \$pid; wait \$pid; exit \$rc"
+step up-tp2-one-gpu bash -c "CUDA_VISIBLE_DEVICES=0 '$B/bitnet-cluster' up --device cuda --tp 2 \
+    --port 50558 & pid=\$!; sleep 10; '$B/bitnet-cluster' generate --server 127.0.0.1:50558 \
+    --prompt Hello --json; rc=\$?; kill \$pid; wait \$pid; exit \$rc"
 step bench-kernels "$B/bitnet-bench" kernels --device cuda --json "$OUTDIR/kernels.json"
 step bench-model-2b4t "$B/bitnet-bench" model --device cuda --preset bitnet-2b4t --batch 1 \
     --prompt-len 128 --json "$OUTDIR/model-2b4t.json"

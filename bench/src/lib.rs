@@ -2,7 +2,7 @@
 //!
 //! - [`model_bench`]: `bitnet-bench model --preset NAME`: prefill/decode tokens/s per batch,
 //!   resident memory, read bandwidth and the decode bandwidth floor, on random weights (CPU,
-//!   or `--device cuda` with feature `cuda`).
+//!   or `--device cuda` with feature `cuda`: [`model_bench_cuda`], the device-resident model).
 //! - [`kernel_bench`]: `bitnet-bench kernels`: GB/s and GOP/s per CPU path and layer shape,
 //!   beside the `gemm` crate; [`kernel_bench_cuda`] (feature `cuda`): `--device cuda`, the
 //!   CUDA ternary kernels beside cuBLAS f16/bf16 and the device copy bandwidth.
@@ -24,6 +24,8 @@ pub mod kernel_bench_cuda;
 pub mod memory;
 pub mod meta;
 pub mod model_bench;
+#[cfg(feature = "cuda")]
+pub mod model_bench_cuda;
 pub mod ppl;
 pub mod presets;
 pub mod report;

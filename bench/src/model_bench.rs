@@ -1,7 +1,8 @@
 //! `bitnet-bench model`: a preset model with random weights in memory; prefill and decode
 //! tokens/s per batch size, resident memory, the machine's read bandwidth measured in the same
 //! run, and the decode bandwidth floor with the fraction of it achieved. `--device cuda` (feature
-//! `cuda`) runs the same measurements on `CudaBackend`, against the GPU's device copy bandwidth.
+//! `cuda`) runs the same measurements on the device-resident CUDA model
+//! (`crate::model_bench_cuda`), against the GPU's device copy bandwidth.
 
 use crate::bandwidth::read_bandwidth_gb_s;
 use crate::energy::{self, EnergyReport};
@@ -98,45 +99,35 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
             },
         ),
         #[cfg(feature = "cuda")]
-        Device::Cuda => {
-            use bitnet_kernels::cuda::CudaBackend;
-            let backend = CudaBackend::new().context("--device cuda")?;
-            run_on(opts, &spec, backend, |b: &CudaBackend| {
-                let bandwidth = crate::bandwidth::device_copy_bandwidth_gb_s(b, 5)?;
-                eprintln!(
-                    "device copy bandwidth {bandwidth:.1} GB/s ({}, {})",
-                    b.device_name(),
-                    b.arch()
-                );
-                Ok(BackendFacts {
-                    device: format!("cuda ({})", b.device_name()),
-                    threads: 0,
-                    cpu_path: "-".into(),
-                    bandwidth,
-                })
-            })
-        }
+        Device::Cuda => crate::model_bench_cuda::run(opts, &spec),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => Err(bitnet_coordinator::device::DeviceError::NotBuilt.into()),
     }
 }
 
 /// What the report says of the backend, measured once the model is built.
-struct BackendFacts {
-    device: String,
-    threads: usize,
-    cpu_path: String,
+pub(crate) struct BackendFacts {
+    pub device: String,
+    pub threads: usize,
+    pub cpu_path: String,
     /// GB/s the decode floor divides by (CPU read, GPU device copy).
-    bandwidth: f64,
+    pub bandwidth: f64,
 }
 
-/// The benchmark on `backend`; `facts` measures the bandwidth once the weights are built.
-fn run_on<B: Backend>(
+/// The preset's weights (with the int8 head when asked), their byte counts and build time.
+pub(crate) struct BuiltWeights {
+    pub weights: bitnet_checkpoints::ModelWeights,
+    /// Bytes one decode step reads (every projection, the head, the norms).
+    pub weight_bytes: u64,
+    pub weight_memory_bytes: u64,
+    pub build_seconds: f64,
+}
+
+/// Builds the preset's random weights.
+pub(crate) fn build_weights(
     opts: &ModelBenchOptions,
     spec: &bitnet_worker::SyntheticSpec,
-    backend: B,
-    facts: impl FnOnce(&B) -> Result<BackendFacts>,
-) -> Result<ModelReport> {
+) -> BuiltWeights {
     eprintln!(
         "building {} ({} layers, hidden {}, ~{:.2} GB of weights) ...",
         opts.preset,
@@ -159,21 +150,67 @@ fn run_on<B: Backend>(
         } else {
             0
         };
-    let model = Model::new(weights, backend);
-    let facts = facts(model.backend())?;
-    let bandwidth = facts.bandwidth;
+    BuiltWeights {
+        weights,
+        weight_bytes,
+        weight_memory_bytes,
+        build_seconds,
+    }
+}
 
-    let config = model.config().clone();
+/// The measurements of one device: prefill tokens/s of `(batch, prompt_len)` and decode
+/// tokens/s with the memory held of `(batch, prompt_len, gen_len)`.
+pub(crate) struct Measure<'a> {
+    pub prefill: &'a dyn Fn(usize, usize) -> Result<f64>,
+    pub decode: &'a dyn Fn(usize, usize, usize) -> Result<(f64, u64)>,
+}
+
+/// The benchmark on a host `backend`; `facts` measures the bandwidth once the weights are built.
+fn run_on<B: Backend>(
+    opts: &ModelBenchOptions,
+    spec: &bitnet_worker::SyntheticSpec,
+    backend: B,
+    facts: impl FnOnce(&B) -> Result<BackendFacts>,
+) -> Result<ModelReport> {
+    let built = build_weights(opts, spec);
+    let config = built.weights.config.clone();
+    let model = Model::new(built.weights, backend);
+    let facts = facts(model.backend())?;
+    let measure = Measure {
+        prefill: &|batch, prompt_len| prefill_tokens_per_s(&model, batch, prompt_len),
+        decode: &|batch, prompt_len, gen_len| {
+            decode_tokens_per_s(&model, batch, prompt_len, gen_len)
+        },
+    };
+    let sizes = (
+        built.weight_bytes,
+        built.weight_memory_bytes,
+        built.build_seconds,
+    );
+    report(opts, &config, facts, sizes, measure)
+}
+
+/// Runs every (prompt length, batch) point and the energy measurement, prints the table and
+/// writes the JSON when asked. `sizes`: weight bytes read per step, held, build seconds.
+pub(crate) fn report(
+    opts: &ModelBenchOptions,
+    config: &bitnet_checkpoints::ModelConfig,
+    facts: BackendFacts,
+    sizes: (u64, u64, f64),
+    measure: Measure<'_>,
+) -> Result<ModelReport> {
+    let (weight_bytes, weight_memory_bytes, build_seconds) = sizes;
+    let bandwidth = facts.bandwidth;
     let kv_token_bytes = (2 * config.num_layers * config.num_kv_heads * config.head_dim * 4) as u64;
     let mut results = Vec::new();
     for &prompt_len in &opts.prompt_lens {
         for &batch in &opts.batches {
             let prefill = if batch * prompt_len <= opts.max_prefill_tokens {
-                Some(prefill_tokens_per_s(&model, batch, prompt_len)?)
+                Some((measure.prefill)(batch, prompt_len)?)
             } else {
                 None
             };
-            let (decode, resident) = decode_tokens_per_s(&model, batch, prompt_len, opts.gen_len)?;
+            let (decode, resident) = (measure.decode)(batch, prompt_len, opts.gen_len)?;
             let context = prompt_len + opts.gen_len / 2;
             let bytes_per_step = weight_bytes + batch as u64 * context as u64 * kv_token_bytes;
             let floor = batch as f64 * bandwidth * 1e9 / bytes_per_step as f64;
@@ -191,8 +228,7 @@ fn run_on<B: Backend>(
         }
     }
     let energy = energy::measure(|| {
-        decode_tokens_per_s(&model, 1, opts.prompt_lens[0], opts.gen_len)
-            .map(|_| opts.gen_len as u64 - 1)
+        (measure.decode)(1, opts.prompt_lens[0], opts.gen_len).map(|_| opts.gen_len as u64 - 1)
     })?;
     if let (Some(j), Some(w)) = (energy.joules_per_token, energy.average_watts) {
         println!(

@@ -1,9 +1,10 @@
 //! [`Device`]: where the model runs (`--device cpu|cuda` of `generate`, `up`, `worker` and
 //! `bitnet-bench`), and the one place that opens a backend for it.
 //!
-//! The model types are generic over `bitnet_kernels::Backend`; callers match on [`Device`] and
-//! instantiate their generic code with `CpuBackend` ([`cpu_backend`]) or, in a build with the
-//! `cuda` feature, `CudaBackend` ([`cuda_backend`]). A build without the feature knows the
+//! Callers match on [`Device`]: the host models are generic over `bitnet_kernels::Backend` and
+//! run on `CpuBackend` ([`cpu_backend`]); in a build with the `cuda` feature `--device cuda`
+//! runs the device-resident `bitnet_worker::cuda::CudaModel` ([`cuda_model`], on the backend
+//! of [`cuda_backend`]). A build without the feature knows the
 //! name `cuda` but answers it with [`DeviceError::NotBuilt`]; a build with the feature on a
 //! machine without a driver or GPU answers with `CudaBackend::new()`'s error, which names
 //! what is missing. The launcher's choice of GPU per worker ([`gpu_for_rank`]) lives here too.
@@ -63,6 +64,17 @@ pub fn cpu_backend(threads: usize) -> Result<CpuBackend, DeviceError> {
 #[cfg(feature = "cuda")]
 pub fn cuda_backend() -> Result<bitnet_kernels::cuda::CudaBackend, DeviceError> {
     bitnet_kernels::cuda::CudaBackend::new().map_err(|e| DeviceError::Cuda(e.to_string()))
+}
+
+/// The device-resident CUDA model of `weights` on visible device 0 (weights uploaded once; the
+/// KV pool, activations and logits stay on the GPU). A model the CUDA kernels cannot run is
+/// refused with its family named.
+#[cfg(feature = "cuda")]
+pub fn cuda_model(
+    weights: bitnet_checkpoints::ModelWeights,
+) -> Result<bitnet_worker::cuda::CudaModel, DeviceError> {
+    bitnet_worker::cuda::CudaModel::new(weights, cuda_backend()?)
+        .map_err(|e| DeviceError::Cuda(e.to_string()))
 }
 
 /// The `CUDA_VISIBLE_DEVICES` value of worker `rank`: the rank itself, or, when the user set

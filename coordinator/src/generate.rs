@@ -10,7 +10,7 @@ use crate::tokenizer::TextTokenizer;
 use bitnet_checkpoints::{Family, ModelWeights};
 use bitnet_client::{TokenLogprob, TokenLogprobs};
 use bitnet_kernels::Backend;
-use bitnet_worker::{GenerationRequest, Generator, Model, SamplingParams};
+use bitnet_worker::{Generation, GenerationRequest, Generator, Model, SamplingParams};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -90,15 +90,56 @@ pub fn run_generate(opts: &GenerateOptions) -> Result<GenerateOutput, Coordinato
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let backend = crate::device::cuda_backend()?;
-            generate_on(opts, weights, tokenizer, prompt_ids, backend)
+            let max_positions = weights.config.max_position_embeddings;
+            let stop_ids = stop_ids(opts, &weights, tokenizer.as_ref());
+            let model = crate::device::cuda_model(weights)?;
+            let request = generation_request(opts, &prompt_ids, stop_ids);
+            let generation = bitnet_worker::generate_paged(&model, max_positions, &request)?;
+            finish(
+                opts,
+                &generation,
+                tokenizer.as_ref(),
+                prompt_ids,
+                model.vocab_size(),
+            )
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => Err(crate::device::DeviceError::NotBuilt.into()),
     }
 }
 
-/// The generation itself on `backend`.
+/// The ids that end generation: the model's eos ids, plus `<|eot_id|>` for a chat prompt.
+fn stop_ids(
+    opts: &GenerateOptions,
+    weights: &ModelWeights,
+    tokenizer: Option<&TextTokenizer>,
+) -> Vec<u32> {
+    let mut stop_ids = weights.config.eos_token_ids.clone();
+    if let Some(eot) = tokenizer.and_then(|t| t.token_to_id("<|eot_id|>")) {
+        if opts.chat && !stop_ids.contains(&eot) {
+            stop_ids.push(eot);
+        }
+    }
+    stop_ids
+}
+
+/// The generation job of `opts`.
+fn generation_request(
+    opts: &GenerateOptions,
+    prompt_ids: &[u32],
+    stop_ids: Vec<u32>,
+) -> GenerationRequest {
+    GenerationRequest {
+        prompt_ids: prompt_ids.to_vec(),
+        max_new_tokens: opts.max_new_tokens,
+        sampling: opts.sampling,
+        stop_ids,
+        keep_prompt_logits: opts.dump_logits.is_some(),
+        logprobs: opts.logprobs.map(|n| n as usize),
+    }
+}
+
+/// The generation itself on a host `backend`.
 fn generate_on<B: Backend>(
     opts: &GenerateOptions,
     weights: ModelWeights,
@@ -106,26 +147,31 @@ fn generate_on<B: Backend>(
     prompt_ids: Vec<u32>,
     backend: B,
 ) -> Result<GenerateOutput, CoordinatorError> {
+    let stop_ids = stop_ids(opts, &weights, tokenizer.as_ref());
     let model = Model::new(weights, backend);
-    let mut stop_ids = model.config().eos_token_ids.clone();
-    if let Some(eot) = tokenizer.as_ref().and_then(|t| t.token_to_id("<|eot_id|>")) {
-        if opts.chat && !stop_ids.contains(&eot) {
-            stop_ids.push(eot);
-        }
-    }
-    let request = GenerationRequest {
-        prompt_ids: prompt_ids.clone(),
-        max_new_tokens: opts.max_new_tokens,
-        sampling: opts.sampling,
-        stop_ids,
-        keep_prompt_logits: opts.dump_logits.is_some(),
-        logprobs: opts.logprobs.map(|n| n as usize),
-    };
+    let request = generation_request(opts, &prompt_ids, stop_ids);
     let generation = Generator::new(&model).run(&request)?;
+    finish(
+        opts,
+        &generation,
+        tokenizer.as_ref(),
+        prompt_ids,
+        model.vocab_size(),
+    )
+}
+
+/// Writes the logits dump when asked and builds the output of a finished generation.
+fn finish(
+    opts: &GenerateOptions,
+    generation: &Generation,
+    tokenizer: Option<&TextTokenizer>,
+    prompt_ids: Vec<u32>,
+    vocab: usize,
+) -> Result<GenerateOutput, CoordinatorError> {
     if let (Some(path), Some(logits)) = (&opts.dump_logits, &generation.prompt_logits) {
-        write_logits(path, logits, prompt_ids.len(), model.vocab_size())?;
+        write_logits(path, logits, prompt_ids.len(), vocab)?;
     }
-    let text = match &tokenizer {
+    let text = match tokenizer {
         Some(t) => t.decode(&generation.token_ids)?,
         None => String::new(),
     };
@@ -133,7 +179,7 @@ fn generate_on<B: Backend>(
         prefill_tokens_per_s: generation.prefill_tokens_per_s(prompt_ids.len()),
         decode_tokens_per_s: generation.decode_tokens_per_s(),
         prompt_ids,
-        token_ids: generation.token_ids,
+        token_ids: generation.token_ids.clone(),
         text,
         finish_reason: generation.finish_reason.as_str().to_string(),
         logprobs: opts

@@ -14,10 +14,9 @@ use crate::server::ServingService;
 use crate::tokenizer::TextTokenizer;
 use crate::validation::ValidationLimits;
 use bitnet_checkpoints::ModelConfig;
-use bitnet_kernels::Backend;
 use bitnet_proto::serving::serving_server::ServingServer;
 use bitnet_proto::serving::ModelInfo;
-use bitnet_worker::{KvPool, Model, BLOCK_SIZE};
+use bitnet_worker::{KvPool, Model, PagedModel, BLOCK_SIZE};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -91,12 +90,13 @@ pub fn build_from_weights(
     let executor = match opts.device {
         Device::Cpu => {
             let backend = crate::device::cpu_backend(opts.threads)?;
-            in_process(weights, backend, max_model_len, num_blocks)?
+            in_process(Model::new(weights, backend), max_model_len, num_blocks)?
         }
+        // The device-resident model: weights, KV pool, activations and logits on the GPU.
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let backend = crate::device::cuda_backend()?;
-            in_process(weights, backend, max_model_len, num_blocks)?
+            let model = crate::device::cuda_model(weights)?;
+            in_process(model, max_model_len, num_blocks)?
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => return Err(crate::device::DeviceError::NotBuilt.into()),
@@ -109,14 +109,12 @@ pub fn build_from_weights(
     assemble(opts, frontend, vocab, executor, Some(num_blocks), 1)
 }
 
-/// An in-process executor over `weights` on `backend`.
-fn in_process<B: Backend + 'static>(
-    weights: bitnet_checkpoints::ModelWeights,
-    backend: B,
+/// An in-process executor over `model`.
+fn in_process<M: PagedModel + Send + 'static>(
+    model: M,
     max_model_len: usize,
     num_blocks: usize,
 ) -> Result<Box<dyn Executor>, CoordinatorError> {
-    let model = Model::new(weights, backend);
     let executor = InProcessExecutor::new(model, max_model_len, num_blocks)
         .map_err(|e| CoordinatorError::InvalidRequest(format!("KV pool: {e}")))?;
     Ok(Box::new(executor))

@@ -1,6 +1,7 @@
 // elementwise.cu: gating (SiLU·up, ReLU²·up), residual add, column scaling, embedding gathers
-// for every table dtype, and f32 → f16/bf16 conversion of activations for cuBLAS. One thread
-// per element; the float steps are the reference's, in its order (no FMA contraction).
+// for every table dtype, f32 → f16/bf16 conversion of activations for cuBLAS, and the row /
+// column moves of the device-resident forward (gather_rows, take_columns, interleave_parts).
+// One thread per element; the float steps are the reference's, in its order (no FMA contraction).
 #include "common.cuh"
 
 #define ELEMENT_INDEX                                                   \
@@ -80,4 +81,41 @@ extern "C" __global__ void __launch_bounds__(256)
 f32_to_bf16(const float* __restrict__ x, u16* __restrict__ out, long long n) {
     ELEMENT_INDEX
     out[i] = f32_to_bf16(x[i]);
+}
+
+// Row and column moves of the device-resident forward pass (bitnet-worker's CUDA model).
+
+// out[i, c] = x[idx[i], c] for rows of `cols` (the rows whose logits are wanted).
+extern "C" __global__ void __launch_bounds__(256)
+gather_rows(const float* __restrict__ x, const u32* __restrict__ idx, float* __restrict__ out,
+            int cols, long long n) {
+    ELEMENT_INDEX
+    const long long r = i / cols;
+    out[i] = x[(size_t)idx[r] * cols + (size_t)(i - r * cols)];
+}
+
+// out[r, c] = x[r, c0 + c] for c < w: columns c0 .. c0 + w of rows `width` wide, zero past
+// the row's end (so it also pads rows to a wider stride).
+extern "C" __global__ void __launch_bounds__(256)
+take_columns(const float* __restrict__ x, float* __restrict__ out, int width, int c0, int w,
+             long long n) {
+    ELEMENT_INDEX
+    const long long r = i / w;
+    const int col = c0 + (int)(i - r * w);
+    out[i] = col < width ? x[(size_t)r * width + col] : 0.0f;
+}
+
+// Whole rows from the ranks' column blocks after an all-gather: `parts` holds, rank after rank,
+// `rows` rows of `part_ld` floats (rank p's columns starts[p] .. starts[p + 1] of each row, then
+// padding); out[r, c] (rows `width` = starts[world] wide) = part of the rank owning column c.
+extern "C" __global__ void __launch_bounds__(256)
+interleave_parts(const float* __restrict__ parts, const u32* __restrict__ starts,
+                 float* __restrict__ out, int world, int rows, int part_ld, int width,
+                 long long n) {
+    ELEMENT_INDEX
+    const long long r = i / width;
+    const int c = (int)(i - r * width);
+    int p = 0;
+    while (p + 1 < world && c >= (int)starts[p + 1]) p++;
+    out[i] = parts[((size_t)p * rows + r) * part_ld + (c - (int)starts[p])];
 }

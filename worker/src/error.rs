@@ -26,4 +26,7 @@ pub enum WorkerError {
     Collective(#[from] CollectiveError),
     #[error("cannot shard the model: {0}")]
     Shard(#[from] ShardError),
+    /// A model or request a backend cannot run (e.g. a shape the CUDA kernels do not take).
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }

@@ -107,6 +107,7 @@ impl<'a> KvBatch<'a> {
             if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= vocab) {
                 return Err(WorkerError::TokenOutOfRange { id, vocab });
             }
+            self.pool(i).check_host()?;
             self.pool(i).check_table(s.table, s.past + s.tokens.len())?;
         }
         Ok(())
@@ -145,7 +146,7 @@ impl<'a> KvBatch<'a> {
             let s = self.seqs[i];
             let rows = start * kv_width..(start + s.tokens.len()) * kv_width;
             self.pool_mut(i)
-                .write(layer, s.table, s.past, &k[rows.clone()], &v[rows]);
+                .write(layer, s.table, s.past, &k[rows.clone()], &v[rows])?;
             start += s.tokens.len();
         }
         let mut calls = Vec::with_capacity(self.seqs.len());
@@ -165,7 +166,7 @@ impl<'a> KvBatch<'a> {
                     ctx_len: s.past + n,
                 },
                 q: qs,
-                kv: self.pool(i).paged(layer, s.table),
+                kv: self.pool(i).paged(layer, s.table)?,
                 out: o,
             });
         }

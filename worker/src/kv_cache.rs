@@ -7,7 +7,7 @@ use crate::error::WorkerError;
 use crate::kv_pool::{KvPool, BLOCK_SIZE};
 
 /// The key/value history of one sequence, in its own block pool.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct KvCache {
     pool: KvPool,
     table: Vec<u32>,
@@ -71,7 +71,7 @@ impl KvCache {
     pub fn fill_synthetic(&mut self, len: usize, seed: u64) -> Result<(), WorkerError> {
         self.clear();
         self.check_room(len)?;
-        self.pool.fill_synthetic(&self.table, len, seed);
+        self.pool.fill_synthetic(&self.table, len, seed)?;
         self.len = len;
         Ok(())
     }

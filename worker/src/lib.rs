@@ -15,6 +15,10 @@
 //! - [`step_runner`]: [`StepRunner`], a rank's sequences and KV pool under the
 //!   `bitnet.worker.v1` step protocol (served by the coordinator in process or by a worker).
 //! - [`logprobs`]: [`TokenLogprobs`], log-softmax of the sampled token and the top-n.
+//! - [`paged_generator`]: [`generate_paged`], one prompt on any [`PagedModel`] (the offline
+//!   path of device models).
+//! - `cuda` (feature `cuda`): `CudaModel`, the device-resident forward pass (weights, KV pool,
+//!   activations and logits on one GPU, sampling there), driven by the same [`StepRunner`].
 //!
 //! Neighbours: weights come from `bitnet-checkpoints`, compute from `bitnet-kernels`; the
 //! coordinator (`bitnet-cluster generate`) drives a [`Generator`] in process, and its
@@ -23,6 +27,8 @@
 
 mod batch;
 pub mod collective;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod generator;
 mod kv_batch;
@@ -30,6 +36,7 @@ pub mod kv_cache;
 pub mod kv_pool;
 pub mod logprobs;
 pub mod model;
+pub mod paged_generator;
 pub mod projection;
 pub mod sampler;
 pub mod shard;
@@ -47,9 +54,13 @@ pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, BLOCK_SIZE};
 pub use logprobs::{token_logprobs, TokenLogprobs};
 pub use model::{ForwardOptions, ForwardOutput, Model, PagedChunk, QuantTrace, SequenceChunk};
+pub use paged_generator::generate_paged;
 pub use sampler::{Sampler, SamplingParams};
 pub use shard::{ModelShard, ShardLayout, ShardPlan};
 pub use sharded_generator::ShardedGenerator;
 pub use sharded_model::ShardedModel;
-pub use step_runner::{sampling_params, PagedModel, StepReply, StepRunner};
+pub use step_runner::{
+    host_sample, sampling_params, PagedModel, SampleRequest, Sampled, StepReply, StepRunner,
+    StepSamples,
+};
 pub use synthetic::SyntheticSpec;

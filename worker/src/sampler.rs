@@ -63,6 +63,18 @@ impl Sampler {
         Ok(Self { params, rng })
     }
 
+    /// The settings.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// The uniform draw in [0, 1) that [`Sampler::sample`] would make for its next pick: one
+    /// f32 from the stream for temperature > 0, none (`None`) for greedy. A sampler on a
+    /// device takes its draws here, so it consumes the very stream the CPU sampler does.
+    pub fn next_uniform(&mut self) -> Option<f32> {
+        (self.params.temperature != 0.0).then(|| self.rng.random())
+    }
+
     /// Picks the next token id from one row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.params.temperature == 0.0 {
@@ -169,6 +181,37 @@ mod tests {
         let mut s = Sampler::new(params(1.0, 0, 1.0, 5)).unwrap();
         let zeros = (0..4000).filter(|_| s.sample(&logits) == 0).count();
         assert!((2800..3200).contains(&zeros), "{zeros} of 4000");
+    }
+
+    #[test]
+    fn next_uniform_is_the_draw_sample_makes() {
+        let logits = [0.3f32, 1.0, -0.5, 0.9];
+        let mut a = Sampler::new(params(0.7, 0, 1.0, 21)).unwrap();
+        let mut b = a.clone();
+        for _ in 0..50 {
+            let r = b.next_uniform().expect("temperature > 0 draws");
+            let token = a.sample(&logits);
+            // The inverse CDF at r over the sorted softmax reproduces the pick.
+            let mut order: Vec<usize> = (0..4).collect();
+            order.sort_by(|&x, &y| (logits[y] / 0.7).total_cmp(&(logits[x] / 0.7)));
+            let w: Vec<f32> = order
+                .iter()
+                .map(|&i| (logits[i] / 0.7 - logits[order[0]] / 0.7).exp())
+                .collect();
+            let total: f32 = w.iter().sum();
+            let mut acc = 0.0f32;
+            let pick = order
+                .iter()
+                .zip(&w)
+                .find(|(_, &p)| {
+                    acc += p / total;
+                    r < acc
+                })
+                .map_or(order[3], |(&i, _)| i);
+            assert_eq!(pick as u32, token);
+        }
+        let mut greedy = Sampler::new(params(0.0, 0, 1.0, 21)).unwrap();
+        assert_eq!(greedy.next_uniform(), None);
     }
 
     #[test]

@@ -7,17 +7,19 @@
 //! tokens already in the first blocks of their table (shared blocks, e.g. the prompt of a
 //! sibling sample), and a chunk to compute; running sequences arrive as deltas (tokens to
 //! compute, blocks to append); a resumed (preempted) sequence restarts from prompt + output with
-//! a new table, keeping its sampler. One batched [`PagedModel::forward_paged`] runs every chunk;
-//! a sequence whose computed tokens reach the end of what it knows samples its next token (and
-//! its logprobs when asked). On a tensor-parallel group every rank samples (so seeded streams
-//! stay in step) and [`PagedModel::agree`] makes rank 0's tokens everyone's.
+//! a new table, keeping its sampler. One batched [`PagedModel::forward_sample`] runs every chunk
+//! and, for each sequence whose computed tokens reach the end of what it knows, samples its next
+//! token (and its logprobs when asked): on the host from the returned logits by default
+//! ([`host_sample`]), on the device for a device model (only ids and logprobs come back). On a
+//! tensor-parallel group every rank samples (so seeded streams stay in step) and
+//! [`PagedModel::agree`] makes rank 0's tokens everyone's (the logprobs reported are rank 0's).
 //!
-//! Used by the coordinator's in-process executor (one [`crate::Model`]) and by each
-//! `bitnet-cluster worker` process (one [`ShardedModel`] rank).
+//! Used by the coordinator's in-process executor (one [`crate::Model`], or the CUDA model) and
+//! by each `bitnet-cluster worker` process (one [`ShardedModel`] rank, or its CUDA model).
 
 use crate::error::WorkerError;
 use crate::kv_pool::KvPool;
-use crate::logprobs::token_logprobs;
+use crate::logprobs::{token_logprobs, TokenLogprobs};
 use crate::model::{ForwardOptions, ForwardOutput, Model, PagedChunk};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::sharded_model::ShardedModel;
@@ -26,9 +28,33 @@ use bitnet_proto::worker::{SampledToken, SamplingState, StepRequest, StepTimings
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// A sequence of a forward pass that picks its next token from its last logits.
+pub struct SampleRequest<'a> {
+    /// The sequence's index in the batch.
+    pub index: usize,
+    /// Its sampler (the random stream advances by the draws it makes).
+    pub sampler: &'a mut Sampler,
+    /// Top-n logprobs to return with the token (`None`: none).
+    pub logprobs: Option<usize>,
+}
+
+/// The token a sequence picked and, when asked, its logprobs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+/// The tokens of one [`PagedModel::forward_sample`] and the milliseconds spent sampling.
+#[derive(Clone, Debug, Default)]
+pub struct StepSamples {
+    pub sampled: Vec<Sampled>,
+    pub sample_ms: f64,
+}
+
 /// What the runner needs of a model.
 pub trait PagedModel {
-    /// See [`Model::forward_paged`].
+    /// See [`Model::forward_paged`]: the logits come back to the host.
     fn forward_paged(
         &self,
         pool: &mut KvPool,
@@ -37,10 +63,60 @@ pub trait PagedModel {
     ) -> Result<Vec<ForwardOutput>, WorkerError>;
     /// Rows of the LM head.
     fn vocab(&self) -> usize;
+    /// An empty KV pool of `num_blocks` blocks for this model (a device model's lives on its
+    /// device).
+    fn new_pool(&self, num_blocks: usize) -> Result<KvPool, WorkerError>;
+    /// Runs the batch like [`PagedModel::forward_paged`] and picks the next token of every
+    /// sequence of `picks` (in that order). The default samples the host logits with each
+    /// request's [`Sampler`] ([`host_sample`]); a device model samples where the logits are.
+    fn forward_sample(
+        &self,
+        pool: &mut KvPool,
+        batch: &[PagedChunk<'_>],
+        picks: &mut [SampleRequest<'_>],
+    ) -> Result<StepSamples, WorkerError> {
+        let outputs = self.forward_paged(pool, batch, ForwardOptions::default())?;
+        let started = Instant::now();
+        let sampled = host_sample(&outputs, self.vocab(), picks)?;
+        Ok(StepSamples {
+            sampled,
+            sample_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
     /// Makes every rank of the group hold the same sampled tokens (rank 0's).
     fn agree(&self, _tokens: &mut [u32]) -> Result<(), WorkerError> {
         Ok(())
     }
+}
+
+/// Samples each request's token from the last logits row of its sequence in `outputs` (and
+/// computes its logprobs when asked).
+pub fn host_sample(
+    outputs: &[ForwardOutput],
+    vocab: usize,
+    picks: &mut [SampleRequest<'_>],
+) -> Result<Vec<Sampled>, WorkerError> {
+    picks
+        .iter_mut()
+        .map(|p| {
+            let logits = outputs
+                .get(p.index)
+                .map(|o| &o.logits[..])
+                .filter(|l| l.len() >= vocab && vocab > 0)
+                .ok_or_else(|| {
+                    WorkerError::KvLayout(format!(
+                        "no logits row of {vocab} for sequence {} of the batch",
+                        p.index
+                    ))
+                })?;
+            let row = &logits[logits.len() - vocab..];
+            let token = p.sampler.sample(row);
+            Ok(Sampled {
+                token,
+                logprobs: p.logprobs.map(|n| token_logprobs(row, token, n)),
+            })
+        })
+        .collect()
 }
 
 impl<B: Backend> PagedModel for Model<B> {
@@ -55,6 +131,9 @@ impl<B: Backend> PagedModel for Model<B> {
     fn vocab(&self) -> usize {
         self.vocab_size()
     }
+    fn new_pool(&self, num_blocks: usize) -> Result<KvPool, WorkerError> {
+        Model::new_pool(self, num_blocks)
+    }
 }
 
 impl<B: Backend> PagedModel for ShardedModel<B> {
@@ -68,6 +147,9 @@ impl<B: Backend> PagedModel for ShardedModel<B> {
     }
     fn vocab(&self) -> usize {
         self.vocab_size()
+    }
+    fn new_pool(&self, num_blocks: usize) -> Result<KvPool, WorkerError> {
+        ShardedModel::new_pool(self, num_blocks)
     }
     fn agree(&self, tokens: &mut [u32]) -> Result<(), WorkerError> {
         Ok(self.collective().broadcast_u32(tokens, 0)?)
@@ -222,6 +304,18 @@ impl StepRunner {
             return Ok(StepReply::default());
         }
         let started = Instant::now();
+        // Sequences that reach the end of what they know pick a token; their samplers are
+        // worked on as copies and written back only when the step succeeds.
+        let due: Vec<(u64, usize)> = plan
+            .iter()
+            .enumerate()
+            .filter(|(_, (seq, end))| *end == self.seqs[seq].tokens.len())
+            .map(|(i, &(seq, _))| (seq, i))
+            .collect();
+        let mut samplers: Vec<Sampler> = due
+            .iter()
+            .map(|(seq, _)| self.seqs[seq].sampler.clone())
+            .collect();
         let chunks: Vec<PagedChunk> = plan
             .iter()
             .map(|(seq, end)| {
@@ -233,31 +327,47 @@ impl StepRunner {
                 }
             })
             .collect();
-        let outputs = model.forward_paged(&mut self.pool, &chunks, ForwardOptions::default())?;
-        drop(chunks);
-        let forward_ms = started.elapsed().as_secs_f64() * 1e3;
-
-        let started = Instant::now();
-        let vocab = model.vocab();
-        let mut due: Vec<(u64, usize)> = Vec::new();
-        let mut ids: Vec<u32> = Vec::new();
-        for (i, &(seq, end)) in plan.iter().enumerate() {
+        let mut picks: Vec<SampleRequest> = due
+            .iter()
+            .zip(samplers.iter_mut())
+            .map(|(&(seq, i), sampler)| SampleRequest {
+                index: i,
+                sampler,
+                logprobs: self.seqs[&seq].logprobs.map(|n| n as usize),
+            })
+            .collect();
+        let samples = model.forward_sample(&mut self.pool, &chunks, &mut picks)?;
+        drop((chunks, picks));
+        if samples.sampled.len() != due.len() {
+            return Err(protocol(
+                req.step_id,
+                due.first().map_or(0, |d| d.0),
+                format!(
+                    "the model sampled {} tokens for {} sequences",
+                    samples.sampled.len(),
+                    due.len()
+                ),
+            ));
+        }
+        let sample_ms = samples.sample_ms;
+        let forward_ms = started.elapsed().as_secs_f64() * 1e3 - sample_ms;
+        for &(seq, end) in &plan {
             let s = self.seqs.get_mut(&seq).expect("planned sequences exist");
             s.computed = end;
-            if end == s.tokens.len() {
-                let logits = &outputs[i].logits;
-                ids.push(s.sampler.sample(&logits[logits.len() - vocab..]));
-                due.push((seq, i));
-            }
         }
-        let mut sample_ms = started.elapsed().as_secs_f64() * 1e3;
+        for ((seq, _), sampler) in due.iter().zip(samplers) {
+            self.seqs
+                .get_mut(seq)
+                .expect("planned sequences exist")
+                .sampler = sampler;
+        }
+        let mut ids: Vec<u32> = samples.sampled.iter().map(|s| s.token).collect();
         let started = Instant::now();
         model.agree(&mut ids)?;
         let collective_ms = started.elapsed().as_secs_f64() * 1e3;
 
-        let started = Instant::now();
         let mut tokens = Vec::with_capacity(ids.len());
-        for (&(seq, i), &token_id) in due.iter().zip(&ids) {
+        for ((&(seq, _), &token_id), sampled) in due.iter().zip(&ids).zip(samples.sampled) {
             let s = self.seqs.get_mut(&seq).expect("planned sequences exist");
             s.tokens.push(token_id);
             let mut out = SampledToken {
@@ -265,15 +375,12 @@ impl StepRunner {
                 token_id,
                 ..Default::default()
             };
-            if let Some(n) = s.logprobs {
-                let logits = &outputs[i].logits;
-                let lp = token_logprobs(&logits[logits.len() - vocab..], token_id, n as usize);
+            if let Some(lp) = sampled.logprobs {
                 out.logprob = lp.logprob;
                 (out.top_ids, out.top_logprobs) = lp.top.into_iter().unzip();
             }
             tokens.push(out);
         }
-        sample_ms += started.elapsed().as_secs_f64() * 1e3;
         Ok(StepReply {
             tokens,
             timings: StepTimings {

@@ -10,9 +10,11 @@
 //! the next step.
 //!
 //! The model runs on the worker's [`Device`]: a `ShardedModel<CpuBackend>` or, in a build with
-//! the `cuda` feature, a `ShardedModel<CudaBackend>` ([`RankModel`]). The group is a TCP ring,
-//! or with `CollectiveKind::Nccl` (feature `nccl`, device cuda) an `NcclCollective` on the CUDA
-//! backend's stream, joined with the unique id rank 0 made ([`Rank::nccl_unique_id`]).
+//! the `cuda` feature, the device-resident `CudaModel` ([`RankModel`]: weights, KV pool and
+//! activations on the GPU, sampling there). The group is a TCP ring, or with
+//! `CollectiveKind::Nccl` (feature `nccl`, device cuda) an `NcclCollective` on the CUDA
+//! backend's stream, joined with the unique id rank 0 made ([`Rank::nccl_unique_id`]); a CUDA
+//! rank on the TCP ring reduces its device buffers through it host-staged (`HostStaged`).
 
 use super::error::ClusterError;
 use crate::device::Device;
@@ -39,13 +41,21 @@ pub const DEFAULT_KV_BUDGET: u64 = 4 << 30;
 const NO_NCCL: &str =
     "this worker has no NCCL support: rebuild with --features nccl (or use the TCP ring)";
 
-/// A loaded shard on the rank's backend.
+/// A loaded shard on the rank's device.
 // One per worker process: the size difference between the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum RankModel {
     Cpu(ShardedModel<CpuBackend>),
     #[cfg(feature = "cuda")]
-    Cuda(ShardedModel<bitnet_kernels::cuda::CudaBackend>),
+    Cuda(bitnet_worker::cuda::CudaModel),
+}
+
+/// The group a rank joined: host collectives (single rank, TCP ring) or, for NCCL, a device
+/// collective on the CUDA stream.
+enum RankCollective {
+    Host(Box<dyn Collective>),
+    #[cfg(feature = "cuda")]
+    Device(Box<dyn bitnet_worker::collective::DeviceCollective>),
 }
 
 /// Runs `$body` with `$m` bound to the [`ShardedModel`] of whichever backend `$model` holds.
@@ -75,19 +85,24 @@ impl RankModel {
         on_model!(self, m => m)
     }
 
-    /// An empty KV pool of `num_blocks` blocks.
+    /// An empty KV pool of `num_blocks` blocks (on the GPU for a CUDA rank).
     pub fn new_pool(&self, num_blocks: usize) -> Result<KvPool, ClusterError> {
-        Ok(on_model!(self, m => m.new_pool(num_blocks))?)
+        Ok(on_model!(self, m => PagedModel::new_pool(m, num_blocks))?)
     }
 
     /// Bytes of the shard's matrices.
     pub fn weight_bytes(&self) -> u64 {
-        on_model!(self, m => shard_bytes(m))
+        match self {
+            RankModel::Cpu(m) => shard_bytes(m),
+            #[cfg(feature = "cuda")]
+            RankModel::Cuda(m) => m.weight_bytes(),
+        }
     }
 
     /// The shape reported by `Info` and `LoadModel`.
     pub fn shape(&self, max_context: usize) -> ModelShape {
-        on_model!(self, m => shape_of(m, max_context))
+        let vocab = on_model!(self, m => m.vocab_size());
+        shape_of(self.config(), self.layout(), vocab, max_context)
     }
 }
 
@@ -97,7 +112,7 @@ pub struct Rank {
     device: Device,
     ring_listener: Option<TcpListener>,
     ring_address: SocketAddr,
-    collective: Option<Box<dyn Collective>>,
+    collective: Option<RankCollective>,
     /// The CUDA backend, opened by an NCCL join (which needs its stream) or by `LoadModel`.
     #[cfg(feature = "cuda")]
     cuda: Option<bitnet_kernels::cuda::CudaBackend>,
@@ -189,13 +204,14 @@ impl Rank {
             self.collective = Some(self.join_nccl(req)?);
             return Ok(());
         }
+        let host = |c: Box<dyn Collective>| Some(RankCollective::Host(c));
         if world <= 1 {
             if rank != 0 {
                 return Err(ClusterError::State(format!(
                     "rank {rank} in a group of one"
                 )));
             }
-            self.collective = Some(Box::new(SingleRank));
+            self.collective = host(Box::new(SingleRank));
             return Ok(());
         }
         let addresses = req
@@ -225,16 +241,13 @@ impl Rank {
         } else {
             TcpRing::connect(config)?
         };
-        self.collective = Some(Box::new(ring));
+        self.collective = host(Box::new(ring));
         Ok(())
     }
 
     /// An NCCL communicator on the CUDA backend's stream.
     #[cfg(feature = "nccl")]
-    fn join_nccl(
-        &mut self,
-        req: &InitCollectiveRequest,
-    ) -> Result<Box<dyn Collective>, ClusterError> {
+    fn join_nccl(&mut self, req: &InitCollectiveRequest) -> Result<RankCollective, ClusterError> {
         if self.device != Device::Cuda {
             return Err(ClusterError::State(
                 "an NCCL group needs a worker started with --device cuda".into(),
@@ -252,25 +265,23 @@ impl Rank {
             &req.nccl_unique_id,
             timeout,
         )?;
-        Ok(Box::new(nccl))
+        Ok(RankCollective::Device(Box::new(nccl)))
     }
 
     /// Without the `nccl` feature an NCCL group is refused.
     #[cfg(not(feature = "nccl"))]
-    fn join_nccl(
-        &mut self,
-        _req: &InitCollectiveRequest,
-    ) -> Result<Box<dyn Collective>, ClusterError> {
+    fn join_nccl(&mut self, _req: &InitCollectiveRequest) -> Result<RankCollective, ClusterError> {
         Err(ClusterError::State(NO_NCCL.into()))
     }
 
     /// The CUDA backend, opened on first use (visible device 0).
     #[cfg(feature = "cuda")]
     fn cuda_backend(&mut self) -> Result<&bitnet_kernels::cuda::CudaBackend, ClusterError> {
-        if self.cuda.is_none() {
-            self.cuda = Some(crate::device::cuda_backend()?);
-        }
-        Ok(self.cuda.as_ref().expect("opened above"))
+        let backend = match self.cuda.take() {
+            Some(b) => b,
+            None => crate::device::cuda_backend()?,
+        };
+        Ok(self.cuda.insert(backend))
     }
 
     /// Loads the checkpoint (or the demo model for an empty `model_dir`) and keeps this rank's
@@ -286,24 +297,39 @@ impl Rank {
         let (rank, world) = (req.tp_rank as usize, req.tp_size.max(1) as usize);
         let shard = load_shard(&req.model_dir, rank, world)?;
         if self.collective.is_none() && world == 1 {
-            self.collective = Some(Box::new(SingleRank));
+            self.collective = Some(RankCollective::Host(Box::new(SingleRank)));
         }
         let collective = self.collective.take().ok_or_else(|| {
             ClusterError::State("InitCollective must come before LoadModel".into())
         })?;
-        let model = match self.device {
-            Device::Cpu => {
+        let model = match (self.device, collective) {
+            (Device::Cpu, RankCollective::Host(collective)) => {
                 let backend = crate::device::cpu_backend(self.threads)?;
                 RankModel::Cpu(ShardedModel::new(shard, backend, collective)?)
             }
             #[cfg(feature = "cuda")]
-            Device::Cuda => {
-                self.cuda_backend()?;
-                let backend = self.cuda.take().expect("opened above");
-                RankModel::Cuda(ShardedModel::new(shard, backend, collective)?)
+            (Device::Cpu, RankCollective::Device(_)) => {
+                return Err(ClusterError::State(
+                    "a device collective needs a worker started with --device cuda".into(),
+                ))
+            }
+            #[cfg(feature = "cuda")]
+            (Device::Cuda, collective) => {
+                let backend = match self.cuda.take() {
+                    Some(b) => b,
+                    None => crate::device::cuda_backend()?,
+                };
+                let collective = match collective {
+                    RankCollective::Device(c) => c,
+                    RankCollective::Host(inner) => Box::new(
+                        bitnet_worker::collective::HostStaged::new(inner, backend.stream().clone()),
+                    ),
+                };
+                let model = bitnet_worker::cuda::CudaModel::from_shard(shard, backend, collective)?;
+                RankModel::Cuda(model)
             }
             #[cfg(not(feature = "cuda"))]
-            Device::Cuda => return Err(crate::device::DeviceError::NotBuilt.into()),
+            (Device::Cuda, _) => return Err(crate::device::DeviceError::NotBuilt.into()),
         };
         let max_ctx = model.config().max_position_embeddings;
         self.max_model_len = match req.max_model_len as usize {
@@ -435,11 +461,9 @@ fn shard_bytes<B: Backend>(model: &ShardedModel<B>) -> u64 {
 }
 
 /// The shape reported by `Info` and `LoadModel`.
-pub fn shape_of<B: Backend>(model: &ShardedModel<B>, max_context: usize) -> ModelShape {
-    let c = model.config();
-    let l = model.layout();
+pub fn shape_of(c: &ModelConfig, l: &ShardLayout, vocab: usize, max_context: usize) -> ModelShape {
     ModelShape {
-        vocab_size: model.vocab_size() as u32,
+        vocab_size: vocab as u32,
         hidden_size: c.hidden_size as u32,
         num_layers: c.num_layers as u32,
         num_heads: c.num_heads as u32,

@@ -1,6 +1,7 @@
 //! [`Executor`]: how a scheduled step reaches the model. [`InProcessExecutor`] runs it on a
-//! [`Model`] in this process (tests, single-rank serving); `super::grpc_executor` fans the same
-//! steps out to worker processes.
+//! model in this process (a host [`bitnet_worker::Model`], or the device-resident CUDA model:
+//! any [`PagedModel`]; tests, single-rank serving); `super::grpc_executor` fans the same steps
+//! out to worker processes.
 //!
 //! The in-process executor is a worker without the process: it turns each `SchedulerOutput`
 //! into the worker proto's `StepRequest` (`crate::cluster::wire`) and runs it on a
@@ -11,9 +12,8 @@
 
 use crate::cluster::wire;
 use crate::scheduler::{SchedulerOutput, SeqId, StepOutput};
-use bitnet_kernels::Backend;
 use bitnet_proto::worker::SamplingState;
-use bitnet_worker::{Model, StepRunner, WorkerError};
+use bitnet_worker::{PagedModel, StepRunner, WorkerError};
 use std::collections::HashMap;
 use thiserror::Error;
 
@@ -53,22 +53,18 @@ pub fn check_sampling(sampling: &SamplingState) -> Result<(), ExecutorError> {
         .map_err(|source| ExecutorError::Worker { step: 0, source })
 }
 
-/// Executes steps on an in-process [`Model`] with its own KV pool.
-pub struct InProcessExecutor<B: Backend> {
-    model: Model<B>,
+/// Executes steps on an in-process model with its own KV pool (on the model's device).
+pub struct InProcessExecutor<M: PagedModel> {
+    model: M,
     runner: StepRunner,
     sampling: HashMap<SeqId, SamplingState>,
     last_worker_ms: f64,
 }
 
-impl<B: Backend> InProcessExecutor<B> {
+impl<M: PagedModel> InProcessExecutor<M> {
     /// An executor over `model` with a pool of `num_blocks` KV blocks, whose sequences never
     /// exceed `max_model_len` tokens.
-    pub fn new(
-        model: Model<B>,
-        max_model_len: usize,
-        num_blocks: usize,
-    ) -> Result<Self, WorkerError> {
+    pub fn new(model: M, max_model_len: usize, num_blocks: usize) -> Result<Self, WorkerError> {
         let pool = model.new_pool(num_blocks)?;
         Ok(Self {
             model,
@@ -79,7 +75,7 @@ impl<B: Backend> InProcessExecutor<B> {
     }
 
     /// The model.
-    pub fn model(&self) -> &Model<B> {
+    pub fn model(&self) -> &M {
         &self.model
     }
 
@@ -89,7 +85,7 @@ impl<B: Backend> InProcessExecutor<B> {
     }
 }
 
-impl<B: Backend> Executor for InProcessExecutor<B> {
+impl<M: PagedModel + Send> Executor for InProcessExecutor<M> {
     fn register(&mut self, seq: SeqId, sampling: SamplingState) -> Result<(), ExecutorError> {
         check_sampling(&sampling)?;
         self.sampling.insert(seq, sampling);

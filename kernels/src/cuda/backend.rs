@@ -8,17 +8,18 @@
 //! The [`Backend`] trait passes host slices, so each op here uploads its activations, launches
 //! on the backend's one stream ([`DeviceOps`]) and downloads the result; weights are uploaded
 //! once and cached ([`super::weights`]). That makes every op checkable against the reference
-//! and lets the whole model run on the GPU today; the decode speed of the engine needs
-//! device-resident activations (a device-buffer API beside this trait), which is what
-//! [`CudaBackend::ops`] and the device matrices already offer to the benchmarks.
+//! (`kernels/tests/parity_cuda.rs`). Models run device-resident instead (`bitnet-worker`'s CUDA
+//! model: activations, KV pool and logits stay on the GPU), through [`CudaBackend::ops`], the
+//! device matrices and the stream of the same backend.
 
 use super::blas::Blas;
 use super::compile::{default_cache_dir, KernelCompiler};
+use super::model_ops::{Heads, PagedTokens};
 use super::module::Kernels;
 use super::ops::DeviceOps;
 use super::weights::{dense_bytes, Cache, DeviceDenseMatrix, DeviceSign, DeviceTernary};
 use super::{libs, CudaError};
-use crate::backend::{AttentionShape, Backend};
+use crate::backend::{AttentionShape, Backend, PagedKv};
 use crate::error::{check_len, KernelError};
 use crate::reference::{self, projection_rows, rows_of};
 use crate::{DenseMatrix, SignMatrix, TernaryMatrix};
@@ -442,6 +443,58 @@ impl Backend for CudaBackend {
             let dk = self.upload(k)?;
             let dv = self.upload(v)?;
             self.ops().attention(shape, dq, &dk, &dv, dout)
+        })
+    }
+
+    /// The paged kernel reading the blocks through the table in place: the pool is uploaded
+    /// up to the highest block the table uses (this host-slice path serves the parity suite;
+    /// the device-resident model keeps its pool on the GPU).
+    fn paged_attention(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &PagedKv<'_>,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        reference::check_paged_kv(shape, kv)?;
+        check_len(
+            "paged_attention",
+            "q",
+            shape.n_queries * shape.n_heads * shape.head_dim,
+            q.len(),
+        )?;
+        check_len("paged_attention", "out", q.len(), out.len())?;
+        if shape.n_queries > shape.ctx_len {
+            return Err(KernelError::Shape {
+                op: "paged_attention",
+                reason: format!("{shape:?} is not a valid causal GQA shape"),
+            });
+        }
+        let used = shape.ctx_len.div_ceil(kv.block_size);
+        let table = &kv.block_table[..used];
+        let blocks = table.iter().map(|&b| b as usize + 1).max().unwrap_or(0);
+        let rows = blocks * kv.block_size * shape.n_kv_heads * shape.head_dim;
+        let first = shape.ctx_len - shape.n_queries;
+        let positions: Vec<u32> = (0..shape.n_queries).map(|i| (first + i) as u32).collect();
+        let heads = Heads {
+            q: shape.n_heads,
+            kv: shape.n_kv_heads,
+            dim: shape.head_dim,
+        };
+        self.map_f32("paged_attention", q, out, |dq, dout| {
+            let keys = self.upload(&kv.keys[..rows])?;
+            let values = self.upload(&kv.values[..rows])?;
+            let tables = self.upload(table)?;
+            let positions = self.upload(&positions)?;
+            let starts = self.zeros::<u32>(shape.n_queries)?;
+            let tokens = PagedTokens {
+                positions: &positions,
+                table_start: &starts,
+                tables: &tables,
+                block_size: kv.block_size,
+            };
+            self.ops()
+                .paged_attention(heads, dq, &keys, &values, &tokens, dout)
         })
     }
 

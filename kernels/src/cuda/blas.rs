@@ -3,8 +3,10 @@
 //! `out[n, o] = Σ_k x[n, k] · W[o, k]` with W row-major `rows × cols`: in cuBLAS's column-major
 //! terms, `C (rows × n) = op(A) · B` with A = W seen as `cols × rows` (lda = cols) transposed,
 //! B = x as `cols × n` (ldb = cols). f32 weights use SGEMM (f32 in, f32 accumulate); f16 / bf16
-//! weights use GemmEx with the activations converted to the weight dtype and f32 accumulation
-//! and output (what an FP16 engine computes; within 16-bit rounding of the f32 reference).
+//! weights against at most `DENSE_ROWS_MAX_TOKENS` (16) rows — decode, LM heads — use the
+//! `dense_h16_rows` kernel (f32 activations and accumulation: the CPU's numerics), and against
+//! more rows GemmEx with the activations converted to the weight dtype and f32 accumulation and
+//! output (what an FP16 engine computes; within 16-bit rounding of the f32 reference).
 //! Int8 LM heads use the `dense_i8_matmul` kernel instead (`super::ops`).
 
 use super::ops::DeviceOps;
@@ -70,6 +72,11 @@ impl Blas {
                     )
                 }
                 .map_err(|e| CudaError::cublas("sgemm", e))
+            }
+            DeviceDense::F16(_) | DeviceDense::BF16(_)
+                if ops.dense_h16_rows(w, x, n, out)?.is_some() =>
+            {
+                Ok(())
             }
             DeviceDense::F16(a) | DeviceDense::BF16(a) => {
                 let (kernel, dtype) = if matches!(w.data, DeviceDense::F16(_)) {

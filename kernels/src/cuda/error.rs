@@ -30,6 +30,9 @@ pub enum CudaError {
     /// cuBLAS failed.
     #[error("cuBLAS: {what}: {reason}")]
     Cublas { what: String, reason: String },
+    /// A shape or value a kernel cannot take (checked on the host before any launch).
+    #[error("{op}: {reason}")]
+    Shape { op: &'static str, reason: String },
     /// The on-disk kernel cache could not be used (compiling still works without it).
     #[error("kernel cache {path}: {reason}")]
     Cache { path: String, reason: String },

@@ -7,6 +7,10 @@
 //! - [`module`]: the table of kernels per source and their loaded functions;
 //! - [`weights`]: device copies of ternary / dense / sign matrices and their cache;
 //! - [`ops`]: every kernel launch on device buffers ([`DeviceOps`]);
+//! - [`model_ops`]: the launches of a device-resident forward pass (paged attention over a
+//!   KV pool in place, the KV store, column-span quantization, row/column moves, 16-bit dense
+//!   rows with f32 activations);
+//! - [`sampling`]: greedy and temperature / top-k / top-p sampling and logprobs on the device;
 //! - [`blas`]: dense projections through cuBLAS;
 //! - [`backend`]: [`CudaBackend`], the host-slice [`crate::Backend`] over all of the above.
 //!
@@ -19,11 +23,15 @@ pub mod blas;
 pub mod compile;
 pub mod error;
 pub mod libs;
+pub mod model_ops;
 pub mod module;
 pub mod ops;
+pub mod sampling;
 pub mod weights;
 
 pub use backend::{CudaBackend, CudaOptions};
 pub use error::CudaError;
+pub use model_ops::{Heads, PagedTokens, QuantSpan, DENSE_ROWS_MAX_TOKENS, MAX_HEAD_DIM};
 pub use ops::DeviceOps;
+pub use sampling::{SampleRow, SampledRow, SAMPLE_MAX_LOGPROBS};
 pub use weights::{DeviceDenseMatrix, DeviceSign, DeviceTernary};

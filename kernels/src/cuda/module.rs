@@ -11,8 +11,14 @@ use std::sync::Arc;
 
 /// Every kernel the backend launches, by source file.
 pub const KERNELS: &[(&str, &[&str])] = &[
-    ("attention.cu", &["attention"]),
-    ("dense.cu", &["dense_i8_matmul", "sign_matmul"]),
+    (
+        "attention.cu",
+        &["attention", "paged_attention", "kv_store"],
+    ),
+    (
+        "dense.cu",
+        &["dense_i8_matmul", "sign_matmul", "dense_h16_rows"],
+    ),
     (
         "elementwise.cu",
         &[
@@ -26,12 +32,18 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "embedding_i8",
             "f32_to_f16",
             "f32_to_bf16",
+            "gather_rows",
+            "take_columns",
+            "interleave_parts",
         ],
     ),
     ("norm.cu", &["rms_norm", "layer_norm"]),
-    ("quant.cu", &["quantize_rows", "dequantize_rows"]),
+    (
+        "quant.cu",
+        &["quantize_rows", "dequantize_rows", "quantize_cols"],
+    ),
     ("rope.cu", &["rope"]),
-    ("sample.cu", &["argmax_rows"]),
+    ("sample.cu", &["argmax_rows", "sample_rows"]),
     ("ternary.cu", &["ternary_gemv", "ternary_gemm_dp4a"]),
 ];
 

@@ -30,11 +30,11 @@ pub struct DeviceOps<'a> {
     pub sms: usize,
 }
 
-fn launch_err(name: &str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError + '_ {
+pub(super) fn launch_err(name: &str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError + '_ {
     move |e| CudaError::driver(format!("launching {name}"), e)
 }
 
-fn elements(n: usize) -> LaunchConfig {
+pub(super) fn elements(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((n as u32).div_ceil(THREADS).max(1), 1, 1),
         block_dim: (THREADS, 1, 1),
@@ -42,7 +42,7 @@ fn elements(n: usize) -> LaunchConfig {
     }
 }
 
-fn warps(n: usize) -> LaunchConfig {
+pub(super) fn warps(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((n as u32).div_ceil(THREADS / 32).max(1), 1, 1),
         block_dim: (THREADS, 1, 1),
@@ -50,7 +50,7 @@ fn warps(n: usize) -> LaunchConfig {
     }
 }
 
-fn rows_cfg(rows: usize) -> LaunchConfig {
+pub(super) fn rows_cfg(rows: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (rows as u32, 1, 1),
         block_dim: (THREADS, 1, 1),

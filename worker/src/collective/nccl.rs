@@ -15,6 +15,7 @@
 //! so they are bit-identical to the TCP ring's. NCCL refuses two ranks on one GPU: use
 //! [`super::HostStaged`] there.
 
+use super::device::check_gather_room;
 use super::{Collective, CollectiveError, DeviceCollective, Op};
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
@@ -308,6 +309,27 @@ impl DeviceCollective for NcclCollective {
             return Ok(());
         }
         self.reduce_in_rank_order(Op::MaxF32, buf, f32::NEG_INFINITY, max_nan)
+    }
+
+    fn all_gather_f32_device(
+        &self,
+        local: &CudaSlice<f32>,
+        all: &mut CudaSlice<f32>,
+    ) -> Result<(), CollectiveError> {
+        check_gather_room(self.rank, self.world, local.len(), all.len())?;
+        if local.is_empty() {
+            return Ok(());
+        }
+        if self.world == 1 {
+            let err = self.device_err(Op::GatherF32);
+            let mut dst = all.slice_mut(..local.len());
+            return self.stream.memcpy_dtod(local, &mut dst).map_err(err);
+        }
+        self.step(Op::GatherF32, |c| {
+            c.all_gather(local, all)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! GPU (NCCL refuses two ranks on one device) and the fallback where NCCL is absent. Deadlines
 //! are the inner collective's (every TCP ring operation has one).
 
+use super::device::check_gather_room;
 use super::{Collective, CollectiveError, DeviceCollective, Op};
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use std::sync::Arc;
@@ -86,5 +87,39 @@ impl DeviceCollective for HostStaged {
             return Ok(());
         }
         self.staged(Op::MaxF32, buf, |c, h| c.all_reduce_max_f32(h))
+    }
+
+    fn all_gather_f32_device(
+        &self,
+        local: &CudaSlice<f32>,
+        all: &mut CudaSlice<f32>,
+    ) -> Result<(), CollectiveError> {
+        let (rank, world) = (self.rank(), self.world_size());
+        check_gather_room(rank, world, local.len(), all.len())?;
+        let device = |e: cudarc::driver::DriverError| CollectiveError::Device {
+            rank,
+            op: Op::GatherF32.name(),
+            reason: format!("{e:?}"),
+        };
+        let mut host = vec![0f32; local.len()];
+        self.stream.memcpy_dtoh(local, &mut host).map_err(device)?;
+        self.stream.synchronize().map_err(device)?;
+        let parts = self.inner.all_gather_f32(&host)?;
+        let mut joined = Vec::with_capacity(world * host.len());
+        for (peer, part) in parts.iter().enumerate() {
+            if part.len() != host.len() {
+                return Err(CollectiveError::LengthMismatch {
+                    rank,
+                    peer,
+                    op: Op::GatherF32.name(),
+                    expected: host.len(),
+                    got: part.len(),
+                });
+            }
+            joined.extend_from_slice(part);
+        }
+        check_gather_room(rank, parts.len(), host.len(), all.len())?;
+        self.stream.memcpy_htod(&joined, all).map_err(device)?;
+        self.stream.synchronize().map_err(device)
     }
 }

@@ -75,6 +75,24 @@ pub struct ModelShard {
 }
 
 impl ModelShard {
+    /// The whole model as the shard of a group of one, without copying a weight (what a
+    /// single-rank device model runs: the sharded graph at world 1 is the model's graph).
+    pub fn whole(weights: ModelWeights) -> Result<Self, ShardError> {
+        let layout = ShardPlan::single().layout(&weights.config)?;
+        Ok(ModelShard {
+            config: weights.config,
+            layout,
+            embedding: weights.embedding,
+            layers: weights
+                .layers
+                .into_iter()
+                .map(LayerShard::from_local_layer)
+                .collect(),
+            final_norm: weights.final_norm,
+            lm_head: weights.lm_head,
+        })
+    }
+
     /// The LM head matrix (the embedding when tied).
     pub fn lm_head(&self) -> &DenseMatrix {
         self.lm_head.as_ref().unwrap_or(&self.embedding)
