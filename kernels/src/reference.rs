@@ -278,22 +278,9 @@ pub fn check_attention_shape(
     v: &[f32],
     out: &[f32],
 ) -> Result<(), KernelError> {
-    let AttentionShape {
-        n_heads,
-        n_kv_heads,
-        head_dim: hd,
-        n_queries,
-        ctx_len,
-    } = *shape;
-    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || n_queries > ctx_len {
-        return Err(KernelError::Shape {
-            op: "attention",
-            reason: format!("{shape:?} is not a valid causal GQA shape"),
-        });
-    }
-    check_len("attention", "q", n_queries * n_heads * hd, q.len())?;
-    check_len("attention", "out", q.len(), out.len())?;
-    check_len("attention", "k", ctx_len * n_kv_heads * hd, k.len())?;
+    check_queries("attention", shape, q, out)?;
+    let kv_len = shape.ctx_len * shape.n_kv_heads * shape.head_dim;
+    check_len("attention", "k", kv_len, k.len())?;
     check_len("attention", "v", k.len(), v.len())
 }
 
@@ -305,23 +292,34 @@ pub fn check_paged_call(
     kv: &PagedKv<'_>,
     out: &[f32],
 ) -> Result<(), KernelError> {
+    check_queries("paged_attention", shape, q, out)?;
+    check_paged_kv(shape, kv)?;
+    Ok(())
+}
+
+/// A causal GQA `shape` (query heads a multiple of kv heads, no more queries than context) and
+/// `q`/`out` of its size.
+fn check_queries(
+    op: &'static str,
+    shape: &AttentionShape,
+    q: &[f32],
+    out: &[f32],
+) -> Result<(), KernelError> {
     let AttentionShape {
         n_heads,
         n_kv_heads,
-        head_dim: hd,
+        head_dim,
         n_queries,
         ctx_len,
     } = *shape;
     if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || n_queries > ctx_len {
         return Err(KernelError::Shape {
-            op: "paged_attention",
+            op,
             reason: format!("{shape:?} is not a valid causal GQA shape"),
         });
     }
-    check_len("paged_attention", "q", n_queries * n_heads * hd, q.len())?;
-    check_len("paged_attention", "out", q.len(), out.len())?;
-    crate::reference::check_paged_kv(shape, kv)?;
-    Ok(())
+    check_len(op, "q", n_queries * n_heads * head_dim, q.len())?;
+    check_len(op, "out", q.len(), out.len())
 }
 
 /// Checks a paged history against `shape` (shared by every backend): a power-of-two block

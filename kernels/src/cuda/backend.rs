@@ -456,20 +456,7 @@ impl Backend for CudaBackend {
         kv: &PagedKv<'_>,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        reference::check_paged_kv(shape, kv)?;
-        check_len(
-            "paged_attention",
-            "q",
-            shape.n_queries * shape.n_heads * shape.head_dim,
-            q.len(),
-        )?;
-        check_len("paged_attention", "out", q.len(), out.len())?;
-        if shape.n_queries > shape.ctx_len {
-            return Err(KernelError::Shape {
-                op: "paged_attention",
-                reason: format!("{shape:?} is not a valid causal GQA shape"),
-            });
-        }
+        reference::check_paged_call(shape, q, kv, out)?;
         let used = shape.ctx_len.div_ceil(kv.block_size);
         let table = &kv.block_table[..used];
         let blocks = table.iter().map(|&b| b as usize + 1).max().unwrap_or(0);
