@@ -230,8 +230,9 @@ pub(crate) fn report(
             print_row(results.last().expect("just pushed"), results.len() == 1);
         }
     }
+    // Every step of a call produces a token, its warm-up step included (it is in the window).
     let energy = energy::measure_with(facts.meter, || {
-        (measure.decode)(1, opts.prompt_lens[0], opts.gen_len).map(|_| opts.gen_len as u64 - 1)
+        (measure.decode)(1, opts.prompt_lens[0], opts.gen_len).map(|_| opts.gen_len as u64)
     })?;
     energy::print(&energy);
     let report = ModelReport {

@@ -187,7 +187,7 @@ pub fn run(opts: &SweepOptions) -> Result<SweepReport> {
     Ok(report)
 }
 
-/// The table, the notes and one `sweep:` summary line (what scripts/gpu-check.sh keeps).
+/// The table, one `sweep:` summary line (what scripts/gpu-check.sh keeps) and the notes.
 fn print(report: &SweepReport) {
     let memory = if report.device == "cpu" {
         "RSS MiB"
@@ -209,11 +209,6 @@ fn print(report: &SweepReport) {
             last.map_or(0.0, |p| p.resident_bytes as f64 / (1u64 << 20) as f64)
         );
     }
-    for m in &report.models {
-        if let Some(note) = &m.note {
-            println!("note: {}: {note}", m.preset);
-        }
-    }
     let x = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.2}x"));
     let each = report
         .models
@@ -234,6 +229,11 @@ fn print(report: &SweepReport) {
         x(report.max_batch_ratio),
         x(report.throughput_ratio)
     );
+    for m in &report.models {
+        if let Some(note) = &m.note {
+            println!("note: {}: {note}", m.preset);
+        }
+    }
 }
 
 /// Builds one model on the CPU (freed on return) and measures it at growing batches.
@@ -284,9 +284,10 @@ fn sweep_one(preset: &str, opts: &SweepOptions, budget: u64) -> Result<SweepMode
             budget as f64 / 1e9
         );
     };
+    // Every step of a call produces `max_batch` tokens, the warm-up included (it is in the window).
     let energy = crate::energy::measure(|| {
         decode_tokens_per_s(&model, max_batch, prompt, opts.steps + 1)
-            .map(|_| (max_batch * opts.steps) as u64)
+            .map(|_| (max_batch * (opts.steps + 1)) as u64)
     })?;
     Ok(SweepModel {
         preset: preset.to_string(),

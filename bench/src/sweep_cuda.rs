@@ -102,8 +102,23 @@ impl PoolPeak {
         self.attribute(CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)
     }
 
-    /// Restarts the high-water mark from what the pool holds now.
+    /// Waits for every queued op and hands what the pool holds unused back to the device, so
+    /// the pool holds only live buffers (freed ones are otherwise kept until a later sync).
+    fn settle(&self) -> Result<()> {
+        self.ctx
+            .synchronize()
+            .map_err(|e| anyhow!("CUDA: synchronizing: {e:?}"))?;
+        if let Some(pool) = self.pool {
+            // SAFETY: the device's pool; nothing is in flight after the synchronize.
+            unsafe { result::mem_pool::trim_to(pool, 0) }
+                .map_err(|e| anyhow!("CUDA: trimming the memory pool: {e:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Restarts the high-water mark from the live buffers (after [`Self::settle`]).
     fn reset(&self) -> Result<()> {
+        self.settle()?;
         let Some(pool) = self.pool else {
             return Ok(());
         };
@@ -169,6 +184,7 @@ pub fn sweep_one(preset: &str, opts: &SweepOptions, budget: u64) -> Result<Sweep
         Err(e) => return Err(e).context(format!("--device cuda: loading {preset}")),
     };
     let weights = model.weight_bytes();
+    pool.settle()?;
     let fixed = pool.current()?.unwrap_or(weights).max(weights);
     let (free_after, _) = mem_info(&ctx)?;
     let limit = device_limit(budget, fixed, free_after, total);
