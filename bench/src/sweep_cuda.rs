@@ -190,7 +190,7 @@ pub fn sweep_one(preset: &str, opts: &SweepOptions, budget: u64) -> Result<Sweep
     let limit = device_limit(budget, fixed, free_after, total);
     // Each sequence's pool holds exactly seq_len tokens.
     let gen_len = opts.steps + 1;
-    let prompt = opts.seq_len - gen_len - 1;
+    let prompt = opts.seq_len.saturating_sub(gen_len + 1).max(1);
     let c = model.config();
     let shape = (model.vocab_size(), c.intermediate_size, c.hidden_size);
     let activations = device_bytes_per_sequence(0, 0, BLOCK_SIZE, 0, shape);
@@ -220,33 +220,17 @@ pub fn sweep_one(preset: &str, opts: &SweepOptions, budget: u64) -> Result<Sweep
         plan.per_sequence as f64 / 1e6,
         limit as f64 / 1e9
     );
-    let growth =
-        grow(&plan, estimate, |batch| {
-            pool.reset()?;
-            match decode_tokens_per_s(&model, batch, prompt, gen_len) {
-                Ok((tokens_per_s, used)) => {
-                    let resident = match pool.peak()? {
-                        Some(peak) => peak,
-                        None => used.saturating_sub(base_used) + batch as u64 * activations,
-                    };
-                    eprintln!(
-                    "  {preset} batch {batch:>5}: {tokens_per_s:>10.2} tok/s, device {:.0} MiB{}",
-                    resident as f64 / (1u64 << 20) as f64,
-                    if resident > limit { " (over the limit)" } else { "" }
-                );
-                    Ok(Probe::Measured(SweepPoint {
-                        batch,
-                        decode_tokens_per_s: tokens_per_s,
-                        resident_bytes: resident,
-                    }))
-                }
-                Err(e) if is_out_of_memory(&format!("{e:#}")) => {
-                    eprintln!("  {preset} batch {batch:>5}: out of device memory");
-                    Ok(Probe::OutOfMemory(format!("{e:#}")))
-                }
-                Err(e) => Err(e.context(format!("{preset} at batch {batch}"))),
-            }
-        })?;
+    let batches = Batches {
+        preset,
+        model: &model,
+        pool: &pool,
+        prompt,
+        gen_len,
+        limit,
+        base_used,
+        activations,
+    };
+    let growth = grow(&plan, estimate, |batch| batches.probe(batch))?;
     let max_batch = growth.points.last().map_or(0, |p| p.batch);
     let energy = if max_batch == 0 {
         EnergyReport::not_measurable("no batch of this model ran")
@@ -264,6 +248,56 @@ pub fn sweep_one(preset: &str, opts: &SweepOptions, budget: u64) -> Result<Sweep
         energy,
         note: growth.note,
     })
+}
+
+/// What measuring one batch of a loaded model needs.
+struct Batches<'a> {
+    preset: &'a str,
+    model: &'a CudaModel,
+    pool: &'a PoolPeak,
+    prompt: usize,
+    gen_len: usize,
+    limit: u64,
+    /// Device memory in use before the weights were loaded (fallback measure only).
+    base_used: u64,
+    /// Estimated activation bytes per sequence (fallback measure only).
+    activations: u64,
+}
+
+impl Batches<'_> {
+    /// Decode tokens/s at `batch` and the device memory held at the steps' peak; running out
+    /// of device memory is a [`Probe::OutOfMemory`], any other error ends the run.
+    fn probe(&self, batch: usize) -> Result<Probe> {
+        let preset = self.preset;
+        self.pool.reset()?;
+        let (tokens_per_s, used) =
+            match decode_tokens_per_s(self.model, batch, self.prompt, self.gen_len) {
+                Ok(r) => r,
+                Err(e) if is_out_of_memory(&format!("{e:#}")) => {
+                    eprintln!("  {preset} batch {batch:>5}: out of device memory");
+                    return Ok(Probe::OutOfMemory(format!("{e:#}")));
+                }
+                Err(e) => return Err(e.context(format!("{preset} at batch {batch}"))),
+            };
+        let resident = match self.pool.peak()? {
+            Some(peak) => peak,
+            None => used.saturating_sub(self.base_used) + batch as u64 * self.activations,
+        };
+        let over = if resident > self.limit {
+            " (over the limit)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "  {preset} batch {batch:>5}: {tokens_per_s:>10.2} tok/s, device {:.0} MiB{over}",
+            resident as f64 / (1u64 << 20) as f64
+        );
+        Ok(Probe::Measured(SweepPoint {
+            batch,
+            decode_tokens_per_s: tokens_per_s,
+            resident_bytes: resident,
+        }))
+    }
 }
 
 /// NVML energy of decode steps at `batch` (one pool, one warm-up step first); printed.
