@@ -9,7 +9,8 @@
 #       the GPU against the CPU sampler, the fixture logits on CudaBackend and through the
 #       device-resident CUDA model (logits, greedy ids, chunked batches, TP = 2 on one GPU), a
 #       generate, `up` (also --tp 2 sharing one GPU over the host-staged collective) and the
-#       benchmarks with --device cuda, and writes docs/gpu-results.md (date, card,
+#       benchmarks with --device cuda (kernels, model, and the batch sweep to the memory limit
+#       at sequence 512 for the 2B-4T and 3B shapes), and writes docs/gpu-results.md (date, card,
 #       driver, every figure, each step's status). NVRTC / cuBLAS / NCCL come from the CUDA
 #       install there, or from pip wheels in gpu-bundle/wheels (see README "GPU checks").
 set -uo pipefail
@@ -72,13 +73,17 @@ CARD="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noh
     echo "|---|---|---|---|"
 } >"$RESULTS.tmp"
 FAILED=0
+SUMMARY='cases|fixtures|max \|Δlogit\||test result|GB/s|tok/s|error'
 step() { # name, command...
-    local name="$1"; shift
+    step_with "$SUMMARY" "$@"
+}
+step_with() { # summary pattern (grep -E over the log, last 4 lines kept), name, command...
+    local pattern="$1" name="$2"; shift 2
     local log="$OUTDIR/$name.log" start=$SECONDS status=pass
     echo "== gpu-check: $name: $*"
     if ! "$@" >"$log" 2>&1; then status=FAIL; FAILED=1; fi
     local summary
-    summary="$(grep -E 'cases|fixtures|max \|Δlogit\||test result|GB/s|tok/s|error' "$log" | tail -4 | tr '\n' ';' | sed 's/|/\\|/g')"
+    summary="$(grep -E "$pattern" "$log" | tail -4 | tr '\n' ';' | sed 's/|/\\|/g')"
     echo "| $name | $status | $((SECONDS - start)) | ${summary:0:400} |" >>"$RESULTS.tmp"
     tail -20 "$log"
 }
@@ -101,6 +106,14 @@ step bench-model-2b4t "$B/bitnet-bench" model --device cuda --preset bitnet-2b4t
     --prompt-len 128 --json "$OUTDIR/model-2b4t.json"
 step bench-model-llama "$B/bitnet-bench" model --device cuda --preset llama-2b4t --batch 1 \
     --prompt-len 128 --json "$OUTDIR/model-llama.json"
+# The paper's Table 3 protocol on this GPU: the largest batch of 512-token sequences that fits
+# (device free memory less a margin), BitNet and the FP16 LLaMA of the same shape; the summary
+# keeps the `sweep:` line (both largest batches, their tok/s and the ratios) and any OOM note.
+for shape in 2b4t 3b; do
+    step_with '^sweep:|^note:|^error' "bench-sweep-$shape" "$B/bitnet-bench" model --device cuda \
+        --preset "bitnet-$shape" --sweep-to-memory --sweep-seq-len 512 \
+        --json "$OUTDIR/sweep-$shape.json"
+done
 {
     echo
     echo "Logs of every step: \`\$OUT/gpu-check/<step>.log\` of the run (not kept in the repository)."

@@ -72,7 +72,7 @@ pub struct ModelArgs {
     /// bitnet-700m, bitnet-1.3b, bitnet-3b, bitnet-2b4t, bitnet-7b, bitnet-13b, bitnet-70b, or llama-* of the same shapes.
     #[arg(long)]
     pub preset: String,
-    /// cpu, or cuda (builds with --features cuda; visible device 0; not with --sweep-to-memory).
+    /// cpu, or cuda (builds with --features cuda; visible device 0).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
     /// Compute threads (default: physical cores).
@@ -97,7 +97,8 @@ pub struct ModelArgs {
     /// the memory budget is full, for the preset and the model of the other kind of the same shape.
     #[arg(long)]
     pub sweep_to_memory: bool,
-    /// Memory budget of the sweep in GB (default: the machine's available memory).
+    /// Memory budget of the sweep in GB (default: the machine's available memory; on CUDA the
+    /// device memory free before loading, less a margin of 2 % of the card, at least 512 MiB).
     #[arg(long)]
     pub memory_budget: Option<f64>,
     /// Sequence length of the sweep.
@@ -137,9 +138,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let default_threads = bitnet_kernels::cpu::physical_cores;
     match cli.command {
         Command::Model(a) if a.sweep_to_memory => {
-            if a.device != Device::Cpu {
-                bail!("--sweep-to-memory runs on the CPU only (--device cpu)");
-            }
+            check_device(a.device)?;
             let budget = match a.memory_budget {
                 Some(gb) if gb.is_finite() && gb > 0.0 => Some((gb * 1e9) as u64),
                 Some(gb) => bail!("--memory-budget {gb}: expected a positive number of GB"),
@@ -147,6 +146,7 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             sweep::run(&SweepOptions {
                 preset: a.preset,
+                device: a.device,
                 threads: a.threads.unwrap_or_else(default_threads),
                 memory_budget: budget,
                 seq_len: a.sweep_seq_len,

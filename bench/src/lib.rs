@@ -9,15 +9,20 @@
 //! - [`serve`]: `bitnet-bench serve`: a `vllm bench serve`-style load generator over the
 //!   client SDK (TTFT, TPOT, ITL, E2E latency, throughputs, goodput, soak memory slope).
 //! - [`sweep`]: `bitnet-bench model --sweep-to-memory`: the paper's Table 3 protocol (largest
-//!   batch under a memory budget, BitNet versus FP16 LLaMA).
+//!   batch under a memory budget, BitNet versus FP16 LLaMA) on the CPU, or on one GPU with
+//!   `--device cuda` ([`sweep_cuda`], feature `cuda`); [`sweep_plan`]: their shared memory
+//!   arithmetic and batch-growth loop.
 //! - [`ppl`]: `bitnet-bench ppl`: perplexity on a text file (1bitLLM `eval_ppl.py` packing).
 //! - [`report`]: `bitnet-bench report DIR`: Markdown + SVG plots from the runs' JSON files.
-//! - [`energy`]: joules per token where a meter exists (RAPL), "not measurable here" otherwise.
+//! - [`energy`]: joules per token where a meter exists (RAPL; NVML's GPU counter through
+//!   [`energy_nvml`], feature `cuda`), "not measurable here: <why>" otherwise.
 //! - [`presets`], [`bandwidth`], [`memory`], [`timing`], [`meta`]: the pieces they share.
 
 pub mod bandwidth;
 pub mod cli;
 pub mod energy;
+#[cfg(feature = "cuda")]
+pub mod energy_nvml;
 pub mod kernel_bench;
 #[cfg(feature = "cuda")]
 pub mod kernel_bench_cuda;
@@ -31,4 +36,7 @@ pub mod presets;
 pub mod report;
 pub mod serve;
 pub mod sweep;
+#[cfg(feature = "cuda")]
+pub mod sweep_cuda;
+pub mod sweep_plan;
 pub mod timing;

@@ -66,7 +66,7 @@ pub struct ModelReport {
     pub weight_memory_bytes: u64,
     pub build_seconds: f64,
     pub results: Vec<ModelResult>,
-    /// Energy of batch-1 decode, where this machine has a meter.
+    /// Energy of batch-1 decode, where this machine has a meter (RAPL; NVML on a GPU).
     pub energy: EnergyReport,
 }
 
@@ -95,6 +95,7 @@ pub fn run(opts: &ModelBenchOptions) -> Result<ModelReport> {
                     threads: b.threads(),
                     cpu_path: b.path().name().into(),
                     bandwidth,
+                    meter: energy::rapl(),
                 })
             },
         ),
@@ -112,6 +113,8 @@ pub(crate) struct BackendFacts {
     pub cpu_path: String,
     /// GB/s the decode floor divides by (CPU read, GPU device copy).
     pub bandwidth: f64,
+    /// The energy meter (RAPL for the CPU, NVML for a GPU), or why there is none.
+    pub meter: energy::Meter,
 }
 
 /// The preset's weights (with the int8 head when asked), their byte counts and build time.
@@ -227,17 +230,11 @@ pub(crate) fn report(
             print_row(results.last().expect("just pushed"), results.len() == 1);
         }
     }
-    let energy = energy::measure(|| {
-        (measure.decode)(1, opts.prompt_lens[0], opts.gen_len).map(|_| opts.gen_len as u64 - 1)
+    // Every step of a call produces a token, its warm-up step included (it is in the window).
+    let energy = energy::measure_with(facts.meter, || {
+        (measure.decode)(1, opts.prompt_lens[0], opts.gen_len).map(|_| opts.gen_len as u64)
     })?;
-    if let (Some(j), Some(w)) = (energy.joules_per_token, energy.average_watts) {
-        println!(
-            "energy: {j:.3} J/token, {w:.1} W average ({})",
-            energy.source
-        );
-    } else {
-        println!("energy: {}", energy.source);
-    }
+    energy::print(&energy);
     let report = ModelReport {
         kind: "model",
         meta: RunMeta::now(),

@@ -8,7 +8,8 @@
 //! warm-up); the pool's history is left zeroed instead of prefilled (attention reads every key
 //! and value whatever they hold, so the timing is that of a real context). "Resident" memory is
 //! the GPU's memory in use (total − free) while the pool is held. The floor divides by the
-//! device copy bandwidth measured in the same run.
+//! device copy bandwidth measured in the same run. Energy (batch-1 decode) is read from NVML's
+//! counter of the GPU (`crate::energy_nvml`).
 
 use crate::model_bench::ModelReport;
 use crate::model_bench::{build_weights, report, BackendFacts, Measure, ModelBenchOptions};
@@ -38,6 +39,7 @@ pub fn run(opts: &ModelBenchOptions, spec: &SyntheticSpec) -> Result<ModelReport
         threads: 0,
         cpu_path: "-".into(),
         bandwidth,
+        meter: crate::energy_nvml::meter(b.context()),
     };
     let measure = Measure {
         prefill: &|batch, prompt_len| prefill_tokens_per_s(&model, batch, prompt_len),
@@ -131,38 +133,82 @@ fn prefill_tokens_per_s(model: &CudaModel, batch: usize, prompt_len: usize) -> R
     Ok((batch * prompt_len) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Tokens each sequence's pool holds for a decode run of `gen_len` steps after `prompt_len`.
+pub(crate) fn decode_pool_tokens(prompt_len: usize, gen_len: usize) -> usize {
+    prompt_len + gen_len + 1
+}
+
+/// `batch` sequences decoding one token per step at a context of `prompt_len`, in one device
+/// pool of [`decode_pool_tokens`] tokens each (zeroed, not prefilled: attention reads every key
+/// and value whatever they hold). Step `i` runs at position `prompt_len + i % gen_len`, so a
+/// run can step on for as long as a measurement needs (an energy window) in the same pool.
+pub(crate) struct DecodeRun<'m> {
+    model: &'m CudaModel,
+    pool: bitnet_worker::KvPool,
+    tables: Vec<Vec<u32>>,
+    samplers: Vec<Sampler>,
+    next: Vec<u32>,
+    prompt_len: usize,
+    gen_len: usize,
+    steps: usize,
+}
+
+impl<'m> DecodeRun<'m> {
+    /// Allocates the pool (fails cleanly when the device is out of memory).
+    pub fn new(
+        model: &'m CudaModel,
+        batch: usize,
+        prompt_len: usize,
+        gen_len: usize,
+    ) -> Result<Self> {
+        let vocab = model.vocab_size();
+        let len = decode_pool_tokens(prompt_len, gen_len);
+        let tables = tables(batch, len);
+        let pool = model.new_pool(batch * len.div_ceil(BLOCK_SIZE))?;
+        Ok(Self {
+            model,
+            pool,
+            tables,
+            samplers: greedy(batch)?,
+            next: (0..batch).map(|s| ((s * 31) % vocab) as u32).collect(),
+            prompt_len,
+            gen_len: gen_len.max(1),
+            steps: 0,
+        })
+    }
+
+    /// One decode step of every sequence (the sampled ids come back, so it has finished).
+    pub fn step(&mut self) -> Result<()> {
+        let position = self.prompt_len + self.steps % self.gen_len;
+        let tokens: Vec<[u32; 1]> = self.next.iter().map(|&t| [t]).collect();
+        let chunks: Vec<PagedChunk> = tokens
+            .iter()
+            .zip(&self.tables)
+            .map(|(t, table)| PagedChunk {
+                tokens: t,
+                block_table: table,
+                num_computed: position,
+            })
+            .collect();
+        self.next = step(self.model, &mut self.pool, &chunks, &mut self.samplers)?;
+        self.steps += 1;
+        Ok(())
+    }
+}
+
 /// Tokens/s of `gen_len` decode steps of `batch` sequences at a context of `prompt_len` (the
 /// first step a warm-up), and the GPU memory in use while the pool is held.
-fn decode_tokens_per_s(
+pub(crate) fn decode_tokens_per_s(
     model: &CudaModel,
     batch: usize,
     prompt_len: usize,
     gen_len: usize,
 ) -> Result<(f64, u64)> {
-    let vocab = model.vocab_size();
-    let len = prompt_len + gen_len + 1;
-    let tables = tables(batch, len);
-    let mut pool = model.new_pool(batch * len.div_ceil(BLOCK_SIZE))?;
-    let mut samplers = greedy(batch)?;
-    let mut next: Vec<u32> = (0..batch).map(|s| ((s * 31) % vocab) as u32).collect();
-    let mut run = |i: usize, next: &mut Vec<u32>| -> Result<()> {
-        let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
-        let chunks: Vec<PagedChunk> = tokens
-            .iter()
-            .zip(&tables)
-            .map(|(t, table)| PagedChunk {
-                tokens: t,
-                block_table: table,
-                num_computed: prompt_len + i,
-            })
-            .collect();
-        *next = step(model, &mut pool, &chunks, &mut samplers)?;
-        Ok(())
-    };
-    run(0, &mut next)?; // warm-up
+    let mut run = DecodeRun::new(model, batch, prompt_len, gen_len)?;
+    run.step()?; // warm-up
     let start = Instant::now();
-    for i in 1..gen_len {
-        run(i, &mut next)?;
+    for _ in 1..gen_len {
+        run.step()?;
     }
     let seconds = start.elapsed().as_secs_f64();
     let used = model

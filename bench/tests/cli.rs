@@ -111,6 +111,27 @@ fn model_sweep_ppl_and_report_on_a_tiny_model() {
             .all(|q| q["resident_bytes"].as_u64().unwrap() <= budget));
     }
     assert!(sweep["max_batch_ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(sweep["device"], "cpu");
+    assert!(stdout.contains("sweep: bitnet-tiny max batch"), "{stdout}");
+
+    // A CUDA sweep's JSON (as the GPU writes it: the LLaMA ran out of memory at its first
+    // batch, NVML measured the BitNet) renders in the same report.
+    let mut cuda = sweep.clone();
+    cuda["device"] = "cuda".into();
+    cuda["card"] = "NVIDIA H100 80GB HBM3".into();
+    cuda["threads"] = 0.into();
+    cuda["max_batch_ratio"] = Value::Null;
+    cuda["throughput_ratio"] = Value::Null;
+    cuda["models"][0]["energy"] = serde_json::json!({
+        "measurable": true,
+        "source": "nvml: total energy of GPU 00000000:65:00.0 (NVIDIA H100 80GB HBM3)",
+        "joules_per_token": 0.25, "average_watts": 410.0, "window_s": 10.2, "note": null
+    });
+    cuda["models"][1]["max_batch"] = 0.into();
+    cuda["models"][1]["points"] = serde_json::json!([]);
+    cuda["models"][1]["note"] =
+        "batch 1 ran out of device memory (CUDA_ERROR_OUT_OF_MEMORY); no batch fits".into();
+    std::fs::write(dir.path().join("sweep-cuda.json"), cuda.to_string()).unwrap();
 
     let text = dir.path().join("text.txt");
     std::fs::write(
@@ -158,6 +179,18 @@ fn model_sweep_ppl_and_report_on_a_tiny_model() {
         md.contains("BitNet versus FP16 LLaMA")
             && md.contains("Source:")
             && md.contains("--sweep-to-memory")
+    );
+    assert!(
+        md.contains("| bitnet-tiny | cuda (NVIDIA H100 80GB HBM3) |")
+            && md.contains("| bitnet-tiny | cpu |")
+            && md.contains(
+                "BitNet ÷ FP16 LLaMA on cuda (NVIDIA H100 80GB HBM3): largest batch **—**"
+            )
+            && md.contains(
+                "llama-tiny on cuda (NVIDIA H100 80GB HBM3): batch 1 ran out of device memory"
+            )
+            && md.contains("| 0.250 | 410.0 | 10.2 |"),
+        "{md}"
     );
     for plot in [
         "decode_vs_batch.svg",
@@ -217,6 +250,16 @@ fn device_cuda_is_refused_cleanly_without_the_feature_or_a_gpu() {
     for args in [
         &["model", "--preset", "bitnet-tiny", "--device", "cuda"][..],
         &["kernels", "--device", "cuda", "--n", "1"][..],
+        &[
+            "model",
+            "--preset",
+            "bitnet-tiny",
+            "--device",
+            "cuda",
+            "--sweep-to-memory",
+            "--sweep-seq-len",
+            "64",
+        ][..],
     ] {
         let (ok, _, err) = bench(args);
         if cfg!(feature = "cuda") {
@@ -231,15 +274,6 @@ fn device_cuda_is_refused_cleanly_without_the_feature_or_a_gpu() {
         }
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
-    let (ok, _, err) = bench(&[
-        "model",
-        "--preset",
-        "bitnet-tiny",
-        "--device",
-        "cuda",
-        "--sweep-to-memory",
-    ]);
-    assert!(!ok && err.contains("CPU only"), "{err}");
     let (ok, _, err) = bench(&["kernels", "--device", "bogus"]);
     assert!(
         !ok && err.contains("'bogus'") && err.contains("cuda"),

@@ -227,16 +227,35 @@ fn sweep_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
     md.push_str(
         "## Largest batch under a memory budget (`bitnet-bench model --sweep-to-memory`)\n\n",
     );
-    md.push_str("| model | budget GB | sequence | max batch | tok/s at max batch | weights MiB | RSS MiB at max batch |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| model | device | budget GB | sequence | max batch | tok/s at max batch | weights MiB | memory MiB at max batch |\n|---|---|---|---|---|---|---|---|\n");
     let (mut tput, mut mem) = (Vec::new(), Vec::new());
+    let mut notes = Vec::new();
     for r in runs {
         let j = &r.json;
+        // Runs before the CUDA sweep carry no "device": they are CPU runs.
+        let device = match (j["device"].as_str(), j["card"].as_str()) {
+            (Some(d), Some(card)) => format!("{d} ({card})"),
+            (Some(d), None) => d.to_string(),
+            _ => "cpu".to_string(),
+        };
         for m in j["models"].as_array().into_iter().flatten() {
+            if let Some(note) = m["note"].as_str() {
+                notes.push(format!(
+                    "- {} on {device}: {note}",
+                    m["preset"].as_str().unwrap_or("?")
+                ));
+            }
+            if let Some(how) = m["memory_measure"].as_str() {
+                let line = format!("- memory on {device}: {how}");
+                if !notes.contains(&line) {
+                    notes.push(line);
+                }
+            }
             let points = m["points"].as_array().cloned().unwrap_or_default();
             let last = points.last().cloned().unwrap_or(Value::Null);
             let _ = writeln!(
                 md,
-                "| {} | {:.2} | {} | {} | {} | {} | {} |",
+                "| {} | {device} | {:.2} | {} | {} | {} | {} | {} |",
                 m["preset"].as_str().unwrap_or("?"),
                 f(&j["memory_budget_bytes"]).unwrap_or(0.0) / 1e9,
                 j["seq_len"],
@@ -245,7 +264,7 @@ fn sweep_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
                 mib(&m["weight_memory_bytes"]),
                 mib(&last["resident_bytes"]),
             );
-            let name = m["preset"].as_str().unwrap_or("?").to_string();
+            let name = format!("{} ({device})", m["preset"].as_str().unwrap_or("?"));
             let pts = |k: &str, scale: f64| -> Vec<(f64, f64)> {
                 points
                     .iter()
@@ -261,12 +280,18 @@ fn sweep_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
                 points: pts("resident_bytes", 1.0 / (1u64 << 30) as f64),
             });
         }
+        let x = |v: &Value| f(v).map_or("—".to_string(), |r| format!("{r:.2}×"));
         let _ = writeln!(
             md,
-            "\nBitNet ÷ FP16 LLaMA: largest batch **{:.2}×**, tokens/s at each one's largest batch **{:.2}×** (the paper: 11× batch and 8.9× throughput at 70B on two A100s).",
-            f(&j["max_batch_ratio"]).unwrap_or(0.0),
-            f(&j["throughput_ratio"]).unwrap_or(0.0)
+            "\nBitNet ÷ FP16 LLaMA on {device}: largest batch **{}**, tokens/s at each one's largest batch **{}** (the paper: 11× batch and 8.9× throughput at 70B on two A100s).",
+            x(&j["max_batch_ratio"]),
+            x(&j["throughput_ratio"])
         );
+    }
+    if !notes.is_empty() {
+        md.push('\n');
+        md.push_str(&notes.join("\n"));
+        md.push('\n');
     }
     line_chart(
         &plot_dir.join("sweep_throughput.svg"),
@@ -277,9 +302,9 @@ fn sweep_section(md: &mut String, runs: &[&Run], plot_dir: &Path) -> Result<()> 
     )?;
     line_chart(
         &plot_dir.join("sweep_memory.svg"),
-        "Resident memory vs batch size",
+        "Memory held vs batch size",
         "batch size",
-        "GiB resident",
+        "GiB held",
         &mem,
     )?;
     md.push_str("\n![throughput vs batch](plots/sweep_throughput.svg)\n\n![memory vs batch](plots/sweep_memory.svg)\n");
@@ -383,9 +408,10 @@ fn energy_section(md: &mut String, model: &[&Run], sweep: &[&Run]) {
     let mut rows = Vec::new();
     for r in model {
         let name = format!(
-            "{} ({} head), batch 1",
+            "{} ({} head, {}), batch 1",
             r.json["preset"].as_str().unwrap_or("?"),
-            r.json["lm_head"].as_str().unwrap_or("?")
+            r.json["lm_head"].as_str().unwrap_or("?"),
+            r.json["device"].as_str().unwrap_or("cpu")
         );
         rows.push((r, name, r.json["energy"].clone()));
     }
@@ -394,8 +420,9 @@ fn energy_section(md: &mut String, model: &[&Run], sweep: &[&Run]) {
             rows.push((
                 r,
                 format!(
-                    "{} at its largest batch",
-                    m["preset"].as_str().unwrap_or("?")
+                    "{} ({}) at its largest batch",
+                    m["preset"].as_str().unwrap_or("?"),
+                    r.json["device"].as_str().unwrap_or("cpu")
                 ),
                 m["energy"].clone(),
             ));
@@ -406,9 +433,12 @@ fn energy_section(md: &mut String, model: &[&Run], sweep: &[&Run]) {
     }
     md.push_str("## Energy\n\n| run | meter | J per output token | average W | window s |\n|---|---|---|---|---|\n");
     for (_, name, e) in &rows {
+        let note = e["note"]
+            .as_str()
+            .map_or(String::new(), |n| format!(" ({n})"));
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} |",
+            "| {name} | {}{note} | {} | {} | {} |",
             e["source"].as_str().unwrap_or("not recorded"),
             num(&e["joules_per_token"], 3),
             num(&e["average_watts"], 1),
