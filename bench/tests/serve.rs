@@ -39,6 +39,7 @@ fn serve_reports_every_point_against_a_running_server() {
             max_admitted: 64,
             device: Default::default(),
             threads: 1,
+            lm_head_int8: false,
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

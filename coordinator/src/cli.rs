@@ -89,6 +89,10 @@ pub struct UpArgs {
     /// Check the model directory against its manifest.json before loading.
     #[arg(long)]
     pub verify: bool,
+    /// LM head arithmetic, in process and in every worker: as stored, or int8 with per-row
+    /// scales (W8A8; half the bytes of an f16 head per token; moves the logits slightly).
+    #[arg(long, default_value = "stored", value_parser = ["stored", "int8"])]
+    pub lm_head: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +296,7 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
         threads: args.threads_per_worker.unwrap_or_else(|| {
             (bitnet_kernels::cpu::physical_cores() / args.tp.unwrap_or(1)).max(1)
         }),
+        lm_head_int8: args.lm_head == "int8",
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -325,6 +330,7 @@ fn up(args: UpArgs) -> Result<(), CoordinatorError> {
                 );
                 let mut launch = crate::cluster::LaunchOptions::new(tp, opts.threads);
                 launch.device = opts.device;
+                launch.lm_head_int8 = opts.lm_head_int8;
                 crate::cluster::serve_cluster(&opts, &launch, listener, shutdown_signal()).await
             }
         }

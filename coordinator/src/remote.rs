@@ -22,7 +22,7 @@ pub fn run_remote(
 ) -> Result<GenerateOutput, CoordinatorError> {
     if opts.dump_logits.is_some() || opts.lm_head_int8 {
         return Err(CoordinatorError::InvalidRequest(
-            "--dump-logits and --lm-head int8 run only offline (without --server)".into(),
+            "--dump-logits and --lm-head int8 run only offline (without --server); a server's head is set by `up --lm-head`".into(),
         ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -219,6 +219,77 @@ async fn tp2_worker_processes_match_the_reference() {
     greedy_with_workers(2, &[]).await;
 }
 
+/// Runs `bitnet-cluster generate` (greedy, 12 tokens, top-2 logprobs, JSON) with `args` on the
+/// fixture's prompt.
+fn generate_json(args: &[&str]) -> serde_json::Value {
+    let prompt = expected_ids("bitnet-packed", "prompt_ids")
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = Command::new(env!("CARGO_BIN_EXE_bitnet-cluster"))
+        .arg("generate")
+        .args(args)
+        .args(["--prompt-ids", &prompt, "--max-new-tokens", "12"])
+        .args(["--temperature", "0", "--json", "--logprobs", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The sampled token's logprob at every step of a `generate --json --logprobs` output.
+fn sampled_logprobs(v: &serde_json::Value) -> Vec<f64> {
+    v["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["sampled"]["logprob"].as_f64().unwrap())
+        .collect()
+}
+
+/// `up --tp 2 --lm-head int8`: both workers serve with the int8 head, so the served tokens and
+/// logprobs are offline `generate --lm-head int8`'s, and the logprobs differ from the stored
+/// head's (the flag reached the workers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tp2_int8_head_serves_what_offline_int8_generate_gives() {
+    let mut server = Server::start_with(2, &["--lm-head", "int8"]);
+    let _ = server.client().await;
+    let addr = server.addr.clone();
+    let served = tokio::task::spawn_blocking(move || generate_json(&["--server", &addr]))
+        .await
+        .unwrap();
+    let model = fixture("bitnet-packed").join("model");
+    let model = model.to_str().unwrap();
+    let int8 = generate_json(&["--model", model, "--lm-head", "int8"]);
+    let stored = generate_json(&["--model", model]);
+    assert_eq!(served["token_ids"], int8["token_ids"]);
+    let (s, i, f) = (
+        sampled_logprobs(&served),
+        sampled_logprobs(&int8),
+        sampled_logprobs(&stored),
+    );
+    assert_eq!(s.len(), 12);
+    for (a, b) in s.iter().zip(&i) {
+        assert!((a - b).abs() < 1e-4, "served {a} vs offline int8 {b}");
+    }
+    let moved = s
+        .iter()
+        .zip(&f)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-4,
+        "int8 head logprobs equal the stored head's ({moved})"
+    );
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(15)).success());
+}
+
 /// Chunked prefill (4 tokens a step) and preemption (4 KV blocks for 3 requests needing 2
 /// each) across worker processes: resumed sequences restart on every rank and still give the
 /// reference tokens.
@@ -393,6 +464,7 @@ async fn a_worker_serves_its_api_and_exits_on_shutdown() {
             tp_size: 1,
             verify: false,
             max_model_len: 64,
+            lm_head_int8: false,
         })
         .await
         .unwrap()

@@ -20,6 +20,7 @@ fn options(num_kv_blocks: Option<usize>) -> ServeOptions {
         max_admitted: 64,
         device: Default::default(),
         threads: 2,
+        lm_head_int8: false,
     }
 }
 

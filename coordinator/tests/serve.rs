@@ -37,6 +37,7 @@ fn options(model: Option<PathBuf>) -> ServeOptions {
         max_admitted: 64,
         device: Default::default(),
         threads: 2,
+        lm_head_int8: false,
     }
 }
 
@@ -243,8 +244,25 @@ async fn streamed_text_equals_the_detokenized_output_and_stop_strings_end_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generate_with_server_prints_what_offline_generate_prints() {
+    remote_equals_offline(false).await;
+}
+
+/// `up --lm-head int8` in process: the served tokens and logprobs are offline
+/// `generate --lm-head int8`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int8_head_serves_what_offline_int8_generate_prints() {
+    remote_equals_offline(true).await;
+}
+
+/// Serves the fixture (with an int8 LM head when asked) and compares `generate --server` with
+/// offline `generate` of the same head: tokens, text, finish reason, top-2 logprobs.
+async fn remote_equals_offline(lm_head_int8: bool) {
     let model = fixture("bitnet-packed").join("model");
-    let served = build(&options(Some(model.clone()))).unwrap();
+    let served = build(&ServeOptions {
+        lm_head_int8,
+        ..options(Some(model.clone()))
+    })
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -288,9 +306,11 @@ async fn generate_with_server_prints_what_offline_generate_prints() {
         })
     };
     let remote = run(vec!["--server".into(), addr]).await.unwrap();
-    let offline = run(vec!["--model".into(), model.display().to_string()])
-        .await
-        .unwrap();
+    let mut offline_args = vec!["--model".into(), model.display().to_string()];
+    if lm_head_int8 {
+        offline_args.extend(["--lm-head".into(), "int8".into()]);
+    }
+    let offline = run(offline_args).await.unwrap();
     for field in ["prompt_ids", "token_ids", "text", "finish_reason"] {
         assert_eq!(remote[field], offline[field], "{field}");
     }

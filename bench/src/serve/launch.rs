@@ -162,6 +162,7 @@ pub async fn serve_preset(
         max_admitted: 4096,
         device: Default::default(),
         threads: opts.threads,
+        lm_head_int8: false,
     };
     let name = format!("{} (RANDOM weights)", opts.preset);
     let served = build_from_weights(&serve_opts, weights, None, name)?;

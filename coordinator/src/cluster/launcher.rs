@@ -48,6 +48,8 @@ pub struct LaunchOptions {
     pub step_timeout: Duration,
     /// Deadline for starting, joining and loading.
     pub startup_timeout: Duration,
+    /// Every worker swaps its LM head for an int8 copy (`up --lm-head int8`).
+    pub lm_head_int8: bool,
 }
 
 impl LaunchOptions {
@@ -59,6 +61,7 @@ impl LaunchOptions {
             device: Device::Cpu,
             step_timeout: Duration::from_secs(120),
             startup_timeout: Duration::from_secs(120),
+            lm_head_int8: false,
         }
     }
 }
@@ -329,6 +332,7 @@ pub async fn launch(
             tp_size: tp as u32,
             verify: false,
             max_model_len: max_model_len as u32,
+            lm_head_int8: opts.lm_head_int8,
         };
         async move {
             Ok(c.load_model(req)

@@ -295,7 +295,12 @@ impl Rank {
         }
         let started = Instant::now();
         let (rank, world) = (req.tp_rank as usize, req.tp_size.max(1) as usize);
-        let shard = load_shard(&req.model_dir, rank, world)?;
+        let mut shard = load_shard(&req.model_dir, rank, world)?;
+        if req.lm_head_int8 {
+            // Per-row scales: the int8 copy of a replicated head is the same on every rank and
+            // the same as the whole model's (`generate --lm-head int8`).
+            shard.lm_head = Some(shard.lm_head().to_int8());
+        }
         if self.collective.is_none() && world == 1 {
             self.collective = Some(RankCollective::Host(Box::new(SingleRank)));
         }

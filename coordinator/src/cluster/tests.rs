@@ -26,6 +26,7 @@ fn loaded_rank() -> Rank {
         tp_size: 1,
         verify: false,
         max_model_len: MAX_LEN as u32,
+        lm_head_int8: false,
     })
     .unwrap();
     assert_eq!(r.profile(16, 0, 8).unwrap(), 8);
