@@ -40,6 +40,37 @@ pub fn embedding(table: &DenseMatrix, ids: &[u32], out: &mut [f32]) -> Result<()
     Ok(())
 }
 
+/// Checks a norm call (shared by every backend): `out` as long as `x`, whole rows of `cols`,
+/// a gain of `cols` when there is one. Returns the number of rows.
+pub fn check_norm(
+    op: &'static str,
+    x: &[f32],
+    weight: Option<&[f32]>,
+    cols: usize,
+    out: &[f32],
+) -> Result<usize, KernelError> {
+    check_len(op, "out", x.len(), out.len())?;
+    let rows = rows_of(op, x.len(), cols)?;
+    if let Some(w) = weight {
+        check_len(op, "weight", cols, w.len())?;
+    }
+    Ok(rows)
+}
+
+/// Checks a `quantize_rows` call (shared by every backend): whole rows of `cols`, `q` as long
+/// as `x`, one scale per row. Returns the number of rows.
+pub fn check_quantize(
+    x: &[f32],
+    cols: usize,
+    q: &[i8],
+    scales: &[f32],
+) -> Result<usize, KernelError> {
+    let rows = rows_of("quantize_rows", x.len(), cols)?;
+    check_len("quantize_rows", "q", x.len(), q.len())?;
+    check_len("quantize_rows", "scales", rows, scales.len())?;
+    Ok(rows)
+}
+
 /// See [`Backend::rms_norm`].
 pub fn rms_norm(
     x: &[f32],
@@ -48,11 +79,7 @@ pub fn rms_norm(
     cols: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    check_len("rms_norm", "out", x.len(), out.len())?;
-    rows_of("rms_norm", x.len(), cols)?;
-    if let Some(w) = weight {
-        check_len("rms_norm", "weight", cols, w.len())?;
-    }
+    check_norm("rms_norm", x, weight, cols, out)?;
     for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         // Sum of squares in f64, rounded once: the correctly rounded mean, so the result does not
         // depend on a summation order (references differ in theirs by the last bit).
@@ -68,8 +95,7 @@ pub fn rms_norm(
 
 /// See [`Backend::layer_norm`].
 pub fn layer_norm(x: &[f32], eps: f32, cols: usize, out: &mut [f32]) -> Result<(), KernelError> {
-    check_len("layer_norm", "out", x.len(), out.len())?;
-    rows_of("layer_norm", x.len(), cols)?;
+    check_norm("layer_norm", x, None, cols, out)?;
     for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let mean = (xr.iter().map(|&v| v as f64).sum::<f64>() / cols as f64) as f32;
         let var = (xr
@@ -103,9 +129,7 @@ pub fn quantize_rows(
     q: &mut [i8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
-    let rows = rows_of("quantize_rows", x.len(), cols)?;
-    check_len("quantize_rows", "q", x.len(), q.len())?;
-    check_len("quantize_rows", "scales", rows, scales.len())?;
+    check_quantize(x, cols, q, scales)?;
     for ((xr, qr), s) in x
         .chunks_exact(cols)
         .zip(q.chunks_exact_mut(cols))

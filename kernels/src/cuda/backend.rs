@@ -294,11 +294,7 @@ impl Backend for CudaBackend {
         cols: usize,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        check_len("rms_norm", "out", x.len(), out.len())?;
-        let rows = rows_of("rms_norm", x.len(), cols)?;
-        if let Some(w) = weight {
-            check_len("rms_norm", "weight", cols, w.len())?;
-        }
+        let rows = reference::check_norm("rms_norm", x, weight, cols, out)?;
         self.map_f32("rms_norm", x, out, |dx, dout| {
             let dw = weight.map(|w| self.upload(w)).transpose()?;
             self.ops().rms_norm(dx, dw.as_ref(), eps, rows, cols, dout)
@@ -312,8 +308,7 @@ impl Backend for CudaBackend {
         cols: usize,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        check_len("layer_norm", "out", x.len(), out.len())?;
-        let rows = rows_of("layer_norm", x.len(), cols)?;
+        let rows = reference::check_norm("layer_norm", x, None, cols, out)?;
         self.map_f32("layer_norm", x, out, |dx, dout| {
             self.ops().layer_norm(dx, eps, rows, cols, dout)
         })
@@ -326,9 +321,7 @@ impl Backend for CudaBackend {
         q: &mut [i8],
         scales: &mut [f32],
     ) -> Result<(), KernelError> {
-        let rows = rows_of("quantize_rows", x.len(), cols)?;
-        check_len("quantize_rows", "q", x.len(), q.len())?;
-        check_len("quantize_rows", "scales", rows, scales.len())?;
+        let rows = reference::check_quantize(x, cols, q, scales)?;
         self.run("quantize_rows", || {
             let dx = self.upload(x)?;
             let mut dq = self.zeros::<i8>(q.len())?;

@@ -122,11 +122,7 @@ pub fn rms_norm(
     cols: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    check_len("rms_norm", "out", x.len(), out.len())?;
-    rows_of("rms_norm", x.len(), cols)?;
-    if let Some(w) = weight {
-        check_len("rms_norm", "weight", cols, w.len())?;
-    }
+    crate::reference::check_norm("rms_norm", x, weight, cols, out)?;
     let path = b.path();
     par_rows(b, out, cols, 1, |rows, out| {
         let x = &x[rows.start * cols..rows.end * cols];
@@ -148,8 +144,7 @@ pub fn layer_norm(
     cols: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    check_len("layer_norm", "out", x.len(), out.len())?;
-    rows_of("layer_norm", x.len(), cols)?;
+    crate::reference::check_norm("layer_norm", x, None, cols, out)?;
     let path = b.path();
     par_rows(b, out, cols, 1, |rows, out| {
         let x = &x[rows.start * cols..rows.end * cols];
@@ -171,9 +166,7 @@ pub fn quantize_rows(
     q: &mut [i8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
-    let rows = rows_of("quantize_rows", x.len(), cols)?;
-    check_len("quantize_rows", "q", x.len(), q.len())?;
-    check_len("quantize_rows", "scales", rows, scales.len())?;
+    let rows = crate::reference::check_quantize(x, cols, q, scales)?;
     let path = b.path();
     let quantize = |x: &[f32], q: &mut [i8], scales: &mut [f32]| {
         for ((xr, qr), s) in x
